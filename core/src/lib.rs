@@ -1,0 +1,40 @@
+//! recursa-core: the vocabulary every recursa plugin speaks.
+//!
+//! A looped reasoning model applies one small network again and again. A
+//! *supervision step* takes the carried state (y = z_H, the answer; z = z_L, the
+//! latent) and the embedded question x, runs a [`RecursionSchedule`] of network
+//! calls, decodes logits from y and is trained against a [`SupervisionTarget`].
+//! A [`HaltingPolicy`] decides, per sample, whether another step follows.
+//!
+//! * [`model`]: the reasoning network's layers, exactly as the reference computes them.
+//! * [`schedule`], [`target`], [`halting`]: the three plugin axes.
+//! * [`registry`]: every plugin known to this binary, collected with `inventory`.
+//! * [`step`]: one supervision step with the ACT carry (reset, run, decode, halt).
+//! * [`weights`]: safetensors in and out, under the reference `state_dict` names.
+//! * [`reference`]: the reference PyTorch configuration dict, read as-is.
+
+pub mod error;
+pub mod experiment;
+pub mod halting;
+pub mod model;
+pub mod reference;
+pub mod registry;
+pub mod schedule;
+pub mod step;
+pub mod target;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use halting::{HaltingConfig, HaltingPolicy};
+pub use schedule::{RecursionSchedule, ScheduleConfig};
+pub use target::{SupervisionTarget, TargetConfig};
+
+/// The one tensor backend recursa is written against.
+///
+/// `burn::Dispatch` picks the concrete backend (ndarray on CPU, CUDA, wgpu, libtorch)
+/// from the device at run time, so models and plugin trait objects are not generic.
+/// Autodiff is a property of the device (`Device::autodiff`), not of the type.
+pub type B = burn::Dispatch;
+
+/// A device of [`B`]: which backend, which card, with or without autodiff.
+pub type Device = burn::DispatchDevice;

@@ -1,0 +1,251 @@
+//! The layers of the reasoning network, as the reference `models/layers.py` computes them.
+//!
+//! burn's `Linear` and `Embedding` are reused. Written here because burn lacks them
+//! in the reference's form: weightless RMSNorm, rotate-half RoPE (burn's
+//! `RotaryEncoding` rotates interleaved pairs), SwiGLU with fused gate|up weights,
+//! attention with fused q|k|v weights, and the `mlp_t` sequence mixer.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
+
+use super::init::InitRng;
+
+/// RMSNorm without a gain: `x / sqrt(mean(x^2, -1) + eps)`, in f32.
+///
+/// # Shapes
+/// `x: [..., d]` -> `[..., d]`
+pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    let variance = x.clone().square().mean_dim(D - 1);
+    // A true division: ndarray's SIMD `recip` is an approximation (~1e-4 relative).
+    x / (variance + eps).sqrt()
+}
+
+/// A linear layer `y = x W^T` with the reference's truncated-normal LeCun init
+/// (std 1/sqrt(d_in)). burn stores `W` as `[d_in, d_out]`; the reference as
+/// `[d_out, d_in]`, which `weights` transposes on load and save.
+pub fn casted_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    rng: &mut InitRng,
+    device: &B::Device,
+) -> Linear<B> {
+    let weight = rng.trunc_normal([d_in, d_out], 1.0 / (d_in as f64).sqrt(), device);
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+/// An embedding table `[n, d]` with truncated-normal init of std `std`.
+pub fn casted_embedding<B: Backend>(
+    n: usize,
+    d: usize,
+    std: f64,
+    rng: &mut InitRng,
+    device: &B::Device,
+) -> Embedding<B> {
+    Embedding {
+        weight: Param::from_tensor(rng.trunc_normal([n, d], std, device)),
+    }
+}
+
+/// The SwiGLU intermediate size: `round(expansion * h * 2/3)` rounded up to a multiple of 256.
+pub fn swiglu_intermediate(hidden: usize, expansion: f64) -> usize {
+    // Python's round() is round-half-to-even.
+    let x = expansion * hidden as f64 * 2.0 / 3.0;
+    let r = x.round_ties_even() as usize;
+    r.div_ceil(256) * 256
+}
+
+/// SwiGLU: `down(silu(gate) * up)`, with gate and up in one fused projection (gate rows first).
+#[derive(Module, Debug)]
+pub struct SwiGlu<B: Backend> {
+    pub gate_up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> SwiGlu<B> {
+    /// A SwiGLU over a feature axis of size `hidden`.
+    pub fn new(hidden: usize, expansion: f64, rng: &mut InitRng, device: &B::Device) -> Self {
+        let inter = swiglu_intermediate(hidden, expansion);
+        SwiGlu {
+            gate_up_proj: casted_linear(hidden, 2 * inter, false, rng, device),
+            down_proj: casted_linear(inter, hidden, false, rng, device),
+        }
+    }
+
+    /// # Shapes
+    /// `x: [batch, seq, hidden]` -> `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [gate, up]: [Tensor<B, 3>; 2] = self
+            .gate_up_proj
+            .forward(x)
+            .chunk(2, 2)
+            .try_into()
+            .expect("chunk(2) of an even axis yields two halves"); // inter*2 is even
+        self.down_proj.forward(activation::silu(gate) * up)
+    }
+}
+
+/// Rotary position tables for rotate-half RoPE, `[positions, head_dim]` each.
+#[derive(Clone, Debug)]
+pub struct Rope<B: Backend> {
+    pub cos: Tensor<B, 2>,
+    pub sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// `inv_freq = 1/theta^(2i/head_dim)`, `freqs = outer(pos, inv_freq)`,
+    /// `emb = cat(freqs, freqs)`; the tables are `cos(emb)` and `sin(emb)`.
+    /// Computed in f64 and rounded to f32 (the reference computes in f32; the
+    /// difference is at most an ulp of each entry).
+    pub fn new(positions: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(positions * head_dim);
+        let mut sin = Vec::with_capacity(positions * head_dim);
+        for p in 0..positions {
+            for j in 0..head_dim {
+                let i = j % half;
+                let inv_freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+                let angle = p as f64 * inv_freq;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let shape = [positions, head_dim];
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// `x*cos + rotate_half(x)*sin`, with `rotate_half(x) = cat(-x2, x1)`.
+    ///
+    /// # Shapes
+    /// `x: [batch, seq, heads, head_dim]` -> same
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let head_dim = x.dims()[3];
+        let half = head_dim / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        let cos = self.cos.clone().unsqueeze_dim::<3>(1).unsqueeze::<4>();
+        let sin = self.sin.clone().unsqueeze_dim::<3>(1).unsqueeze::<4>();
+        x * cos + rotated * sin
+    }
+}
+
+/// Non-causal multi-head self-attention with a fused q|k|v projection.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub qkv_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub num_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn new(hidden: usize, num_heads: usize, rng: &mut InitRng, device: &B::Device) -> Self {
+        let head_dim = hidden / num_heads;
+        Attention {
+            qkv_proj: casted_linear(hidden, 3 * num_heads * head_dim, false, rng, device),
+            o_proj: casted_linear(num_heads * head_dim, hidden, false, rng, device),
+            num_heads,
+            head_dim,
+        }
+    }
+
+    /// `o_proj(softmax(q k^T / sqrt(head_dim)) v)`, RoPE on q and k when given.
+    ///
+    /// # Shapes
+    /// `x: [batch, seq, hidden]` -> `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let (h, d) = (self.num_heads, self.head_dim);
+        let qkv = self.qkv_proj.forward(x).reshape([batch, seq, 3 * h, d]);
+        let mut q = qkv.clone().narrow(2, 0, h);
+        let mut k = qkv.clone().narrow(2, h, h);
+        let v = qkv.narrow(2, 2 * h, h);
+        if let Some(rope) = rope {
+            q = rope.apply(q);
+            k = rope.apply(k);
+        }
+        // [B, S, H, D] -> [B, H, S, D]
+        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
+        let out = activation::softmax(scores, 3).matmul(v);
+        let out = out.swap_dims(1, 2).reshape([batch, seq, h * d]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// The token mixer of a block: attention over positions, or (`mlp_t`) a SwiGLU
+/// applied across the sequence axis.
+#[derive(Module, Debug)]
+pub enum Mixer<B: Backend> {
+    SelfAttn(Attention<B>),
+    MlpT(SwiGlu<B>),
+}
+
+/// One post-norm block: `h = rms(h + mix(h)); h = rms(h + mlp(h))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub mixer: Mixer<B>,
+    pub mlp: SwiGlu<B>,
+    pub eps: f64,
+}
+
+impl<B: Backend> Block<B> {
+    /// # Shapes
+    /// `h: [batch, seq, hidden]` -> same
+    pub fn forward(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+        let h = match &self.mixer {
+            Mixer::SelfAttn(attn) => rms_norm(h.clone() + attn.forward(h, rope), self.eps),
+            Mixer::MlpT(mlp_t) => {
+                // SwiGLU over positions: transpose to [batch, hidden, seq], normalise over seq.
+                let t = h.swap_dims(1, 2);
+                rms_norm(t.clone() + mlp_t.forward(t), self.eps).swap_dims(1, 2)
+            }
+        };
+        rms_norm(h.clone() + self.mlp.forward(h), self.eps)
+    }
+}
+
+/// A stack of blocks with input injection: `net(h, inj) = blocks(h + inj)`.
+/// TRM's single `L_level` is the network `net` of the paper.
+#[derive(Module, Debug)]
+pub struct Level<B: Backend> {
+    pub layers: Vec<Block<B>>,
+}
+
+impl<B: Backend> Level<B> {
+    /// # Shapes
+    /// `h, injection: [batch, seq, hidden]` -> `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        h: Tensor<B, 3>,
+        injection: Tensor<B, 3>,
+        rope: Option<&Rope<B>>,
+    ) -> Tensor<B, 3> {
+        let mut h = h + injection;
+        for layer in &self.layers {
+            h = layer.forward(h, rope);
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swiglu_sizes_match_the_reference() {
+        assert_eq!(swiglu_intermediate(64, 4.0), 256);
+        assert_eq!(swiglu_intermediate(512, 4.0), 1536);
+        assert_eq!(swiglu_intermediate(97, 4.0), 512);
+        assert_eq!(swiglu_intermediate(256, 4.0), 768);
+    }
+}

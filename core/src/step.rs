@@ -1,0 +1,227 @@
+//! One supervision step with the ACT carry, shared by every schedule.
+//!
+//! As the reference `TinyRecursiveReasoningModel_ACTV1.forward`:
+//! 1. rows that halted after the previous step are reset: latents to `H_init`/`L_init`,
+//!    step count to 0, and their data taken from the new batch; the other rows keep
+//!    their latents and data;
+//! 2. the schedule embeds x and runs its recursion;
+//! 3. the heads decode logits from y = z_H and the halting logits from `z_H[:, 0]`;
+//! 4. the step count grows by one and the halting policy marks the rows that stop.
+//!
+//! The carried latents are detached: no gradient flows between supervision steps.
+
+use burn::tensor::{Bool, Int, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::halting::HaltInput;
+use crate::model::ReasoningNet;
+use crate::{HaltingPolicy, RecursionSchedule, Result, SupervisionTarget, B};
+
+/// The network on recursa's backend.
+pub type Net = ReasoningNet<B>;
+
+/// A batch of examples.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// Question tokens. `[batch, seq_len]`
+    pub inputs: Tensor<B, 2, Int>,
+    /// Answer tokens, `-100` where ignored. `[batch, seq_len]`
+    pub labels: Tensor<B, 2, Int>,
+    /// Puzzle identifier of each row (0 = blank). `[batch]`
+    pub puzzle_identifiers: Tensor<B, 1, Int>,
+}
+
+impl Batch {
+    /// Rows where `take` is set come from `new`, the others from `self`.
+    pub fn replace_rows(self, take: &Tensor<B, 1, Bool>, new: &Batch) -> Batch {
+        let [batch, seq] = self.inputs.dims();
+        let take2 = take.clone().unsqueeze_dim::<2>(1).expand([batch, seq]);
+        Batch {
+            inputs: self.inputs.mask_where(take2.clone(), new.inputs.clone()),
+            labels: self.labels.mask_where(take2, new.labels.clone()),
+            puzzle_identifiers: self
+                .puzzle_identifiers
+                .mask_where(take.clone(), new.puzzle_identifiers.clone()),
+        }
+    }
+}
+
+/// The carried latent states. `[batch, positions, hidden]` each.
+#[derive(Clone, Debug)]
+pub struct Latents {
+    /// y in the TRM paper: the current answer embedding (reference `z_H`).
+    pub z_h: Tensor<B, 3>,
+    /// z in the TRM paper: the latent reasoning state (reference `z_L`).
+    pub z_l: Tensor<B, 3>,
+}
+
+/// What survives from one supervision step to the next.
+#[derive(Clone, Debug)]
+pub struct Carry {
+    pub latents: Latents,
+    /// Supervision steps taken in the current episode. `[batch]`
+    pub steps: Tensor<B, 1, Int>,
+    /// Rows whose episode ended; they restart on the next step. `[batch]`
+    pub halted: Tensor<B, 1, Bool>,
+    /// The data each row is working on.
+    pub current_data: Batch,
+}
+
+/// Outputs of one supervision step.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    /// `[batch, seq_len, vocab]`
+    pub logits: Tensor<B, 3>,
+    /// `[batch]`
+    pub q_halt_logits: Tensor<B, 1>,
+    /// `[batch]`
+    pub q_continue_logits: Tensor<B, 1>,
+    /// The labels this step is trained against (from the supervision target). `[batch, seq_len]`
+    pub target: Tensor<B, 2, Int>,
+}
+
+/// A looped model: one network plus a choice on each plugin axis.
+#[derive(Debug)]
+pub struct LoopedModel {
+    pub net: Net,
+    pub schedule: Box<dyn RecursionSchedule>,
+    pub target: Box<dyn SupervisionTarget>,
+    pub halting: Box<dyn HaltingPolicy>,
+}
+
+/// Per-run state a step needs besides the carry: mode and the halting random stream.
+pub struct StepContext {
+    pub training: bool,
+    pub rng: ChaCha8Rng,
+}
+
+impl StepContext {
+    /// Evaluation mode (no Q halting, no exploration).
+    pub fn eval() -> Self {
+        StepContext {
+            training: false,
+            rng: ChaCha8Rng::seed_from_u64(0),
+        }
+    }
+
+    /// Training mode with halting exploration drawn from `seed`.
+    pub fn train(seed: u64) -> Self {
+        StepContext {
+            training: true,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl LoopedModel {
+    /// Assembles a model, checking that the schedule fits the network.
+    pub fn new(
+        net: Net,
+        schedule: Box<dyn RecursionSchedule>,
+        target: Box<dyn SupervisionTarget>,
+        halting: Box<dyn HaltingPolicy>,
+    ) -> Result<Self> {
+        schedule.check(&net.config)?;
+        Ok(LoopedModel {
+            net,
+            schedule,
+            target,
+            halting,
+        })
+    }
+
+    /// The carry before the first step: every row halted, so the first step
+    /// resets all of them and takes all data from its batch.
+    pub fn initial_carry(&self, batch: &Batch) -> Carry {
+        let [rows, seq] = batch.inputs.dims();
+        let device = batch.inputs.device();
+        let shape = [
+            rows,
+            self.net.config.total_len(),
+            self.net.config.hidden_size,
+        ];
+        Carry {
+            latents: Latents {
+                z_h: Tensor::zeros(shape, &device),
+                z_l: Tensor::zeros(shape, &device),
+            },
+            steps: Tensor::zeros([rows], &device),
+            halted: Tensor::<B, 1, Int>::ones([rows], &device).equal_elem(1),
+            current_data: Batch {
+                inputs: Tensor::zeros([rows, seq], &device),
+                labels: Tensor::zeros([rows, seq], &device),
+                puzzle_identifiers: Tensor::zeros([rows], &device),
+            },
+        }
+    }
+
+    /// One supervision step (module doc): reset halted rows, recurse, decode, halt.
+    pub fn step(&self, carry: Carry, batch: &Batch, ctx: &mut StepContext) -> (Carry, StepOutput) {
+        let net = &self.net;
+        let reset = carry.halted;
+        let [rows, positions, hidden] = carry.latents.z_h.dims();
+        let reset3 = reset
+            .clone()
+            .reshape([rows, 1, 1])
+            .expand([rows, positions, hidden]);
+        let init = |state: &Tensor<B, 1>| {
+            state
+                .clone()
+                .reshape([1, 1, hidden])
+                .expand([rows, positions, hidden])
+        };
+        let latents = Latents {
+            z_h: carry
+                .latents
+                .z_h
+                .mask_where(reset3.clone(), init(&net.h_init.val())),
+            z_l: carry
+                .latents
+                .z_l
+                .mask_where(reset3, init(&net.l_init.val())),
+        };
+        let steps = carry.steps.mask_fill(reset.clone(), 0);
+        let data = carry.current_data.replace_rows(&reset, batch);
+
+        let x = self.schedule.embed(
+            net,
+            data.inputs.clone(),
+            data.puzzle_identifiers.clone(),
+            &steps,
+        );
+        let rope = net.rope(&x.device());
+        let latents = self.schedule.recurse(net, latents, x, rope.as_ref());
+
+        let logits = net.lm_head(latents.z_h.clone());
+        let (q_halt_logits, q_continue_logits) = net.q_head(latents.z_h.clone());
+
+        let steps = steps + 1;
+        let target = self.target.target(&data, &steps);
+        let halted = self.halting.halted(
+            &HaltInput {
+                steps: &steps,
+                q_halt: &q_halt_logits,
+                q_continue: &q_continue_logits,
+                training: ctx.training,
+            },
+            &mut ctx.rng,
+        );
+        let carry = Carry {
+            latents: Latents {
+                z_h: latents.z_h.detach(),
+                z_l: latents.z_l.detach(),
+            },
+            steps,
+            halted,
+            current_data: data,
+        };
+        let out = StepOutput {
+            logits,
+            q_halt_logits,
+            q_continue_logits,
+            target,
+        };
+        (carry, out)
+    }
+}

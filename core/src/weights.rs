@@ -1,0 +1,353 @@
+//! Weights in and out as safetensors under the reference `state_dict` names.
+//!
+//! [`visit_net`] walks the network once, naming every tensor as the reference
+//! does (table in [`crate::model`]); the loader and the saver are two visitors.
+//! Linear weights are `[out, in]` on disk (PyTorch) and `[in, out]` in burn.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::model::layers::{Block, Level, Mixer, SwiGlu};
+use crate::model::ReasoningNet;
+use crate::{Error, Result};
+
+/// Whether the optimizer trains a tensor (parameter) or not (buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Param,
+    Buffer,
+}
+
+/// Whether the stored tensor is the transpose of burn's (PyTorch linear weights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Same,
+    Transposed,
+}
+
+/// Something that reads or replaces each named tensor of a network.
+pub trait WeightVisitor<B: Backend> {
+    fn visit<const D: usize>(
+        &mut self,
+        name: &str,
+        role: Role,
+        layout: Layout,
+        p: &mut Param<Tensor<B, D>>,
+    );
+}
+
+fn visit_linear<B: Backend, V: WeightVisitor<B>>(v: &mut V, name: &str, l: &mut Linear<B>) {
+    v.visit(
+        &format!("{name}.weight"),
+        Role::Param,
+        Layout::Transposed,
+        &mut l.weight,
+    );
+    if let Some(bias) = &mut l.bias {
+        v.visit(&format!("{name}.bias"), Role::Param, Layout::Same, bias);
+    }
+}
+
+fn visit_embedding<B: Backend, V: WeightVisitor<B>>(v: &mut V, name: &str, e: &mut Embedding<B>) {
+    v.visit(
+        &format!("{name}.embedding_weight"),
+        Role::Param,
+        Layout::Same,
+        &mut e.weight,
+    );
+}
+
+fn visit_swiglu<B: Backend, V: WeightVisitor<B>>(v: &mut V, name: &str, m: &mut SwiGlu<B>) {
+    visit_linear(v, &format!("{name}.gate_up_proj"), &mut m.gate_up_proj);
+    visit_linear(v, &format!("{name}.down_proj"), &mut m.down_proj);
+}
+
+fn visit_level<B: Backend, V: WeightVisitor<B>>(v: &mut V, name: &str, level: &mut Level<B>) {
+    for (i, Block { mixer, mlp, .. }) in level.layers.iter_mut().enumerate() {
+        let prefix = format!("{name}.layers.{i}");
+        match mixer {
+            Mixer::SelfAttn(attn) => {
+                visit_linear(
+                    v,
+                    &format!("{prefix}.self_attn.qkv_proj"),
+                    &mut attn.qkv_proj,
+                );
+                visit_linear(v, &format!("{prefix}.self_attn.o_proj"), &mut attn.o_proj);
+            }
+            Mixer::MlpT(m) => visit_swiglu(v, &format!("{prefix}.mlp_t"), m),
+        }
+        visit_swiglu(v, &format!("{prefix}.mlp"), mlp);
+    }
+}
+
+/// Visits every tensor of `net` under its reference name (`inner.` prefix included).
+pub fn visit_net<B: Backend, V: WeightVisitor<B>>(net: &mut ReasoningNet<B>, v: &mut V) {
+    visit_embedding(v, "inner.embed_tokens", &mut net.embed_tokens);
+    if let Some(e) = &mut net.embed_pos {
+        visit_embedding(v, "inner.embed_pos", e);
+    }
+    if let Some(e) = &mut net.timestep_embed {
+        visit_embedding(v, "inner.timestep_embed", e);
+    }
+    if let Some(p) = &mut net.puzzle_emb {
+        v.visit(
+            "inner.puzzle_emb.weights",
+            Role::Buffer,
+            Layout::Same,
+            &mut p.weights,
+        );
+    }
+    if let Some(h) = &mut net.h_level {
+        visit_level(v, "inner.H_level", h);
+    }
+    visit_level(v, "inner.L_level", &mut net.l_level);
+    visit_linear(v, "inner.lm_head", &mut net.lm_head);
+    visit_linear(v, "inner.q_head", &mut net.q_head);
+    v.visit("inner.H_init", Role::Buffer, Layout::Same, &mut net.h_init);
+    v.visit("inner.L_init", Role::Buffer, Layout::Same, &mut net.l_init);
+}
+
+/// A float tensor read from a file: shape and f32 values.
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// Reads a safetensors tensor as f32 (F32, or F64/F16/BF16 converted), naming file and tensor on error.
+pub fn read_f32(st: &SafeTensors, file: &str, name: &str) -> Result<HostTensor> {
+    let err = |message: String| Error::Weights {
+        file: file.to_string(),
+        name: name.to_string(),
+        message,
+    };
+    let view = st.tensor(name).map_err(|_| err("missing".into()))?;
+    let bytes = view.data();
+    let values = match view.dtype() {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+            .collect(),
+        other => return Err(err(format!("dtype {other:?}, expected a float tensor"))),
+    };
+    Ok(HostTensor {
+        shape: view.shape().to_vec(),
+        values,
+    })
+}
+
+/// Loads each visited tensor from a safetensors file, checking its shape.
+struct Loader<'a> {
+    st: &'a SafeTensors<'a>,
+    file: &'a str,
+    prefix: &'a str,
+    seen: HashSet<String>,
+    error: Option<Error>,
+}
+
+impl<B: Backend> WeightVisitor<B> for Loader<'_> {
+    fn visit<const D: usize>(
+        &mut self,
+        name: &str,
+        role: Role,
+        layout: Layout,
+        p: &mut Param<Tensor<B, D>>,
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        let key = format!("{}{name}", self.prefix);
+        self.seen.insert(key.clone());
+        let host = match read_f32(self.st, self.file, &key) {
+            Ok(h) => h,
+            Err(e) => {
+                self.error = Some(e);
+                return;
+            }
+        };
+        let mut expected: Vec<usize> = p.shape().dims::<D>().to_vec();
+        if layout == Layout::Transposed {
+            expected.reverse();
+        }
+        if host.shape != expected {
+            self.error = Some(Error::Weights {
+                file: self.file.to_string(),
+                name: key,
+                message: format!(
+                    "shape {:?}, but this model's config expects {:?}",
+                    host.shape, expected
+                ),
+            });
+            return;
+        }
+        let device = p.val().device();
+        let mut t = Tensor::<B, D>::from_data(TensorData::new(host.values, host.shape), &device);
+        if layout == Layout::Transposed {
+            t = t.transpose();
+        }
+        let t = t.set_require_grad(role == Role::Param);
+        *p = Param::initialized(p.id, t);
+    }
+}
+
+/// Loads every tensor of `net` from safetensors `bytes` (keys `{prefix}inner.…`).
+///
+/// A tensor that is missing or has another shape is an error naming it. A tensor
+/// under `{prefix}inner.` that the network has no place for is an error too: it
+/// means the file was written for another configuration.
+pub fn load_net<B: Backend>(
+    net: &mut ReasoningNet<B>,
+    bytes: &[u8],
+    file: &str,
+    prefix: &str,
+) -> Result<()> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
+        file: file.into(),
+        name: "*".into(),
+        message: format!("not a safetensors file: {e}"),
+    })?;
+    let mut loader = Loader {
+        st: &st,
+        file,
+        prefix,
+        seen: HashSet::new(),
+        error: None,
+    };
+    visit_net(net, &mut loader);
+    if let Some(e) = loader.error {
+        return Err(e);
+    }
+    let inner = format!("{prefix}inner.");
+    let mut extra: Vec<_> = st
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with(&inner) && !loader.seen.contains(*n))
+        .cloned()
+        .collect();
+    extra.sort();
+    if let Some(first) = extra.first() {
+        return Err(Error::Weights {
+            file: file.into(),
+            name: first.clone(),
+            message: format!(
+                "the model has no such tensor ({} unexpected in all); was the file written for another configuration?",
+                extra.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Loads `net` from a safetensors file on disk (reference names, no prefix).
+pub fn load_net_file<B: Backend>(net: &mut ReasoningNet<B>, path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_net(net, &bytes, &path.display().to_string(), "")
+}
+
+/// Collects every tensor of the network under its reference name, in reference layout.
+struct Collector {
+    tensors: Vec<(String, HostTensor)>,
+}
+
+impl<B: Backend> WeightVisitor<B> for Collector {
+    fn visit<const D: usize>(
+        &mut self,
+        name: &str,
+        _role: Role,
+        layout: Layout,
+        p: &mut Param<Tensor<B, D>>,
+    ) {
+        let mut t = p.val();
+        if layout == Layout::Transposed {
+            t = t.transpose();
+        }
+        let shape = t.dims().to_vec();
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("converted to f32 above");
+        self.tensors
+            .push((name.to_string(), HostTensor { shape, values }));
+    }
+}
+
+/// Every tensor of `net` by reference name, in reference layout, on the host.
+pub fn net_state_dict<B: Backend>(net: &ReasoningNet<B>) -> HashMap<String, HostTensor> {
+    let mut collector = Collector {
+        tensors: Vec::new(),
+    };
+    visit_net(&mut net.clone(), &mut collector);
+    collector.tensors.into_iter().collect()
+}
+
+/// Writes `net` as safetensors under reference names, atomically: the file is
+/// written next to `path` under a temporary name and renamed when complete.
+pub fn save_net_file<B: Backend>(
+    net: &ReasoningNet<B>,
+    path: &Path,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let state = net_state_dict(net);
+    let mut names: Vec<_> = state.keys().cloned().collect();
+    names.sort();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = names
+        .iter()
+        .map(|n| {
+            let t = &state[n];
+            let view = safetensors::tensor::TensorView::new(
+                Dtype::F32,
+                t.shape.clone(),
+                bytemuck_f32(&t.values),
+            )
+            .expect("shape and byte length agree by construction");
+            (n.clone(), view)
+        })
+        .collect();
+    let bytes =
+        safetensors::serialize(views, &metadata).map_err(|e| Error::Other(e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+fn bytemuck_f32(values: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern of the same length is a valid u8 slice.
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values))
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
+/// so a crash or a full disk never leaves a half-written file under `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Other(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The `recursa` command line's library: what the subcommands do, callable from tests.
+//!
+//! * [`verify`]: check this implementation against a reference fixture file.
+
+pub mod verify;
+
+// Link every plugin into whatever uses this library (inventory/typetag registrations).
+use recursa_plugins as _;

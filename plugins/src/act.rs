@@ -1,0 +1,103 @@
+//! ACT halting as in TRM: learned Q halting with exploration during training.
+//!
+//! In training a row halts when it reaches `max_steps` or its halting logit is
+//! positive (`q_halt > 0`; or `q_halt > q_continue` when `no_act_continue` is off),
+//! but not before a random minimum drawn with probability `exploration`
+//! (uniform in 2..=max_steps). In evaluation every row runs `max_steps`.
+
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use recursa_core::halting::HaltInput;
+use recursa_core::registry::{Axis, Field, PluginEntry};
+use recursa_core::{Error, HaltingConfig, HaltingPolicy, Result, B};
+use serde::{Deserialize, Serialize};
+
+fn default_true() -> bool {
+    true
+}
+
+/// Adaptive computation time with a learned halting head (reference `ACTLossHead` halting).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActHalt {
+    /// N_sup: the most supervision steps (reference `halt_max_steps`; 16).
+    pub max_steps: usize,
+    /// Probability of a random minimum number of steps (reference `halt_exploration_prob`; 0.1).
+    #[serde(default)]
+    pub exploration: f64,
+    /// Halt on `q_halt > 0` alone (true, TRM) or on `q_halt > q_continue` (false, HRM).
+    #[serde(default = "default_true")]
+    pub no_act_continue: bool,
+}
+
+inventory::submit! {
+    PluginEntry {
+        name: "act-halt",
+        axis: Axis::Halting,
+        doc: "ACT: halt at max_steps or when q_halt > 0 (training), with exploration; evaluation runs max_steps",
+        fields: &[
+            Field { name: "max_steps", doc: "most supervision steps (reference halt_max_steps)" },
+            Field { name: "exploration", doc: "probability of a random minimum of 2..=max_steps (default 0)" },
+            Field { name: "no_act_continue", doc: "halt on q_halt > 0 (true, default) or q_halt > q_continue" },
+        ],
+    }
+}
+
+#[typetag::serde(name = "act-halt")]
+impl HaltingConfig for ActHalt {
+    fn build(&self) -> Result<Box<dyn HaltingPolicy>> {
+        if self.max_steps == 0 {
+            return Err(Error::config("halting.max_steps", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.exploration) {
+            return Err(Error::config("halting.exploration", "must be in [0, 1]"));
+        }
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl HaltingPolicy for ActHalt {
+    fn name(&self) -> &'static str {
+        "act-halt"
+    }
+
+    fn max_steps(&self) -> usize {
+        self.max_steps
+    }
+
+    fn halted(&self, input: &HaltInput, rng: &mut ChaCha8Rng) -> Tensor<B, 1, Bool> {
+        let is_last = input
+            .steps
+            .clone()
+            .greater_equal_elem(self.max_steps as i64);
+        if !input.training || self.max_steps <= 1 {
+            return is_last;
+        }
+        let wants_halt = if self.no_act_continue {
+            input.q_halt.clone().greater_elem(0.0)
+        } else {
+            input.q_halt.clone().greater(input.q_continue.clone())
+        };
+        let halted = is_last.bool_or(wants_halt);
+        // Exploration: with probability `exploration`, a row may not halt before a
+        // random minimum in 2..=max_steps.
+        let rows = input.steps.dims()[0];
+        let min_steps: Vec<i32> = (0..rows)
+            .map(|_| {
+                let explore = rng.random::<f64>() < self.exploration;
+                let minimum = rng.random_range(2..=self.max_steps as i32);
+                if explore {
+                    minimum
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let min_steps = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(min_steps, [rows]),
+            &input.steps.device(),
+        );
+        halted.bool_and(input.steps.clone().greater_equal(min_steps))
+    }
+}

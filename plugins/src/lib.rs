@@ -1,0 +1,20 @@
+//! recursa's plugins, one file each. Every file registers its config with
+//! `#[typetag::serde]` and its entry with `inventory::submit!`, so linking this
+//! crate (`use recursa_plugins as _;`) is all it takes to make them available.
+//!
+//! | file              | axis     | name           |
+//! |-------------------|----------|----------------|
+//! | `trm.rs`          | schedule | `trm`          |
+//! | `final_answer.rs` | target   | `final-answer` |
+//! | `act.rs`          | halting  | `act-halt`     |
+//! | `fixed.rs`        | halting  | `fixed`        |
+
+pub mod act;
+pub mod final_answer;
+pub mod fixed;
+pub mod trm;
+
+pub use act::ActHalt;
+pub use final_answer::FinalAnswer;
+pub use fixed::FixedSteps;
+pub use trm::Trm;

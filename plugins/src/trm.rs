@@ -1,0 +1,112 @@
+//! TRM: the Tiny Recursive Model's recursion schedule (Jolicoeur-Martineau, 2025).
+//!
+//! One network `net` (the reference's `L_level`) updates the latent z n times from
+//! (y, x), then the answer y once from z; T such cycles make one supervision step,
+//! and only the last cycle carries gradient.
+//!
+//! | recursa    | reference  | paper |
+//! |------------|------------|-------|
+//! | `h_cycles` | `H_cycles` | T     |
+//! | `l_cycles` | `L_cycles` | n     |
+//! | `z_h`      | `z_H`      | y     |
+//! | `z_l`      | `z_L`      | z     |
+//! | `x`        | `input_embeddings` | x |
+
+use burn::tensor::Tensor;
+use recursa_core::model::layers::Rope;
+use recursa_core::model::NetConfig;
+use recursa_core::registry::{Axis, Field, PluginEntry};
+use recursa_core::schedule::NetCalls;
+use recursa_core::step::{Latents, Net};
+use recursa_core::{Error, RecursionSchedule, Result, ScheduleConfig, B};
+use serde::{Deserialize, Serialize};
+
+/// TRM's schedule: T cycles of (n z-updates, one y-update); T-1 cycles without gradient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trm {
+    /// T: cycles per supervision step (reference `H_cycles`; ARC 3).
+    pub h_cycles: usize,
+    /// n: latent updates per cycle (reference `L_cycles`; ARC 4 or 6, Sudoku 6).
+    pub l_cycles: usize,
+}
+
+inventory::submit! {
+    PluginEntry {
+        name: "trm",
+        axis: Axis::Schedule,
+        doc: "TRM: T cycles of (n updates z = net(z, y + x), then y = net(y, z)); the first T-1 cycles without gradient",
+        fields: &[
+            Field { name: "h_cycles", doc: "T, cycles per supervision step (reference H_cycles)" },
+            Field { name: "l_cycles", doc: "n, latent updates per cycle (reference L_cycles)" },
+        ],
+    }
+}
+
+#[typetag::serde(name = "trm")]
+impl ScheduleConfig for Trm {
+    fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
+        if self.h_cycles == 0 {
+            return Err(Error::config("schedule.h_cycles", "must be at least 1"));
+        }
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl Trm {
+    /// One cycle: n latent updates `z = net(z, y + x)`, then `y = net(y, z)`.
+    fn cycle(
+        &self,
+        net: &Net,
+        y: Tensor<B, 3>,
+        mut z: Tensor<B, 3>,
+        x: &Tensor<B, 3>,
+        rope: Option<&Rope<B>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        for _ in 0..self.l_cycles {
+            z = net.l_level.forward(z, y.clone() + x.clone(), rope);
+        }
+        let y = net.l_level.forward(y, z.clone(), rope);
+        (y, z)
+    }
+}
+
+impl RecursionSchedule for Trm {
+    fn name(&self) -> &'static str {
+        "trm"
+    }
+
+    fn check(&self, _net: &NetConfig) -> Result<()> {
+        // TRM uses L_level only; an H level (h_layers > 0) would be unused weights.
+        Ok(())
+    }
+
+    fn calls_per_step(&self) -> NetCalls {
+        let per_cycle = self.l_cycles + 1;
+        NetCalls {
+            with_grad: per_cycle,
+            without_grad: (self.h_cycles - 1) * per_cycle,
+        }
+    }
+
+    fn recurse(
+        &self,
+        net: &Net,
+        latents: Latents,
+        x: Tensor<B, 3>,
+        rope: Option<&Rope<B>>,
+    ) -> Latents {
+        let Latents {
+            z_h: mut y,
+            z_l: mut z,
+        } = latents;
+        // T-1 cycles without gradient: they only improve (y, z) before the cycle that learns.
+        for _ in 0..self.h_cycles - 1 {
+            (y, z) = self.cycle(net, y, z, &x, rope);
+            (y, z) = (y.detach(), z.detach());
+        }
+        // One cycle with gradient.
+        let (y, z) = self.cycle(net, y, z, &x, rope);
+        Latents { z_h: y, z_l: z }
+    }
+}
