@@ -42,6 +42,9 @@ pub enum PosEncoding {
     None,
 }
 
+fn default_num_puzzle_identifiers() -> usize {
+    1
+}
 fn default_expansion() -> f64 {
     4.0
 }
@@ -64,7 +67,10 @@ pub struct NetConfig {
     pub seq_len: usize,
     /// Token vocabulary (ARC: PAD, EOS and 10 colours = 12).
     pub vocab_size: usize,
-    /// Rows of the puzzle-embedding table (0 = blank id included).
+    /// Rows of the puzzle-embedding table, blank id 0 included. Default 1; a
+    /// dataset's `identifiers.json` decides it for training (876,406 for ARC-AGI-1
+    /// with 1000 augmentations), and the table is a buffer, not a parameter.
+    #[serde(default = "default_num_puzzle_identifiers")]
     pub num_puzzle_identifiers: usize,
     /// Width of one puzzle embedding; 0 disables the puzzle prefix.
     #[serde(default)]

@@ -1,0 +1,94 @@
+//! Experiment files: the paper configs' parameter counts and clear config errors.
+
+use recursa_core::experiment::ExperimentConfig;
+use recursa_tests::repo_root;
+// Link the plugins: their inventory/typetag registrations live in that crate.
+use recursa_plugins as _;
+
+fn params(config: &str) -> usize {
+    let path = repo_root().join("experiments/configs").join(config);
+    let experiment = ExperimentConfig::load(&path).unwrap();
+    let device = recursa_backends::device("cpu").unwrap();
+    experiment.build(&device).unwrap().net.num_trainable_params()
+}
+
+#[test]
+fn trm_arc_has_the_reference_parameter_count() {
+    assert_eq!(params("trm-arc1.toml"), 6_829_058);
+}
+
+#[test]
+fn trm_sudoku_mlp_t_has_the_reference_parameter_count() {
+    assert_eq!(params("trm-sudoku-mlpt.toml"), 5_028_866);
+}
+
+const SMALL: &str = r#"
+seed = 1
+[net]
+seq_len = 4
+vocab_size = 5
+hidden_size = 8
+num_heads = 2
+l_layers = 1
+[schedule]
+name = "trm"
+h_cycles = 2
+l_cycles = 2
+[target]
+name = "final-answer"
+[halting]
+name = "act-halt"
+max_steps = 3
+"#;
+
+#[test]
+fn a_small_experiment_parses_and_builds() {
+    let e = ExperimentConfig::from_toml(SMALL, "small.toml").unwrap();
+    let m = e.build(&recursa_backends::device("cpu").unwrap()).unwrap();
+    assert_eq!(m.schedule.calls_per_step().total(), 6);
+    assert_eq!(m.halting.max_steps(), 3);
+}
+
+fn error(text: &str) -> String {
+    ExperimentConfig::from_toml(text, "exp.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn an_unknown_plugin_lists_the_known_ones() {
+    let e = error(&SMALL.replace("name = \"trm\"", "name = \"trn\""));
+    assert!(e.contains("exp.toml") && e.contains("schedule.name") && e.contains("`trn`") && e.contains("trm"), "{e}");
+    let e = error(&SMALL.replace("name = \"act-halt\"", "name = \"act\""));
+    assert!(e.contains("halting.name") && e.contains("act-halt") && e.contains("fixed"), "{e}");
+}
+
+#[test]
+fn a_misspelt_field_is_named_with_its_line() {
+    let e = error(&SMALL.replace("l_cycles = 2", "l_cylces = 2"));
+    assert!(e.contains("l_cylces") && e.contains("l_cycles") && e.contains("line"), "{e}");
+    let e = error(&SMALL.replace("hidden_size = 8", "hiden_size = 8"));
+    assert!(e.contains("hiden_size") && e.contains("exp.toml"), "{e}");
+}
+
+#[test]
+fn impossible_shapes_are_config_errors() {
+    let e = error(&SMALL.replace("num_heads = 2", "num_heads = 3"));
+    assert!(e.contains("net.num_heads") && e.contains("does not divide"), "{e}");
+    let e = error(&SMALL.replace("name = \"trm\"\n", "").replace("h_cycles = 2\n", ""));
+    assert!(e.contains("schedule.name") && e.contains("missing"), "{e}");
+    let e = ExperimentConfig::from_toml(&SMALL.replace("h_cycles = 2", "h_cycles = 0"), "x")
+        .unwrap()
+        .build(&recursa_backends::device("cpu").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("h_cycles"), "{e}");
+}
+
+#[test]
+fn every_checked_in_config_parses() {
+    for entry in std::fs::read_dir(repo_root().join("experiments/configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            ExperimentConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
