@@ -13,7 +13,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A configuration value is missing, unknown or out of range.
-    #[error("config field `{field}`: {message}")]
+    #[error("{field}: {message}")]
     Config { field: String, message: String },
     /// A tensor in a weights file is missing or has the wrong shape.
     #[error("weights {file}: tensor `{name}`: {message}")]

@@ -100,5 +100,5 @@ impl ExperimentConfig {
 /// ` (line L)` for a byte offset into `text`.
 fn locate(text: &str, offset: usize) -> String {
     let line = text[..offset.min(text.len())].matches('\n').count() + 1;
-    format!(" (line {line})")
+    format!(", line {line}")
 }

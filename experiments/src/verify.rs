@@ -177,8 +177,9 @@ pub fn compare_f32(
     for (&a, &b) in got.iter().zip(want) {
         let (a, b) = (a as f64, b as f64);
         let d = (a - b).abs();
-        // NaN fails every comparison, so `!(d <= ..)` counts it as a mismatch.
-        if !(d <= atol + rtol * b.abs()) {
+        // A NaN difference is not `<=` anything, so it counts as a mismatch.
+        let within = d <= atol + rtol * b.abs();
+        if !within {
             bad += 1;
         }
         max_abs = max_abs.max(if d.is_nan() { f64::INFINITY } else { d });

@@ -17,16 +17,27 @@ fn recursa(args: &[&str]) -> (i32, String, String) {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 #[test]
 fn verify_reference_passes_on_the_trm_fixture() {
-    let (code, out, err) = recursa(&["verify-reference", "tests/fixtures/trm_forward_shared.safetensors"]);
+    let (code, out, err) = recursa(&[
+        "verify-reference",
+        "tests/fixtures/trm_forward_shared.safetensors",
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 22);
-    assert!(lines[..21].iter().all(|l| l["ok"] == true && l["max_abs_err"].is_number()));
+    assert!(lines[..21]
+        .iter()
+        .all(|l| l["ok"] == true && l["max_abs_err"].is_number()));
     assert_eq!(lines[21]["verdict"], "pass");
     assert!(err.contains("pass"), "{err}");
 }
@@ -34,17 +45,31 @@ fn verify_reference_passes_on_the_trm_fixture() {
 #[test]
 fn verify_reference_refuses_what_it_cannot_check() {
     // A fixture of a kind this release does not run yet: named, with the supported kinds.
-    let (code, _, err) = recursa(&["verify-reference", "tests/fixtures/stablemax_cases.safetensors"]);
+    let (code, _, err) = recursa(&[
+        "verify-reference",
+        "tests/fixtures/stablemax_cases.safetensors",
+    ]);
     assert_eq!(code, 2);
-    assert!(err.contains("stablemax") && err.contains("supported: trm_forward"), "{err}");
+    assert!(
+        err.contains("stablemax") && err.contains("supported: trm_forward"),
+        "{err}"
+    );
     // Not a safetensors file at all.
     let (code, _, err) = recursa(&["verify-reference", "Cargo.toml"]);
     assert_eq!(code, 2);
-    assert!(err.contains("Cargo.toml") && err.contains("not a safetensors file"), "{err}");
+    assert!(
+        err.contains("Cargo.toml") && err.contains("not a safetensors file"),
+        "{err}"
+    );
     let (code, _, err) = recursa(&["verify-reference", "no/such/file.safetensors"]);
     assert_eq!(code, 2);
     assert!(err.contains("no/such/file.safetensors"), "{err}");
-    let (code, _, err) = recursa(&["verify-reference", "--backend", "tpu", "tests/fixtures/trm_forward_shared.safetensors"]);
+    let (code, _, err) = recursa(&[
+        "verify-reference",
+        "--backend",
+        "tpu",
+        "tests/fixtures/trm_forward_shared.safetensors",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown backend `tpu`"), "{err}");
 }
@@ -53,7 +78,16 @@ fn verify_reference_refuses_what_it_cannot_check() {
 fn plugins_lists_every_axis() {
     let (code, out, _) = recursa(&["plugins"]);
     assert_eq!(code, 0);
-    for needle in ["[schedule]", "[target]", "[halting]", "trm", "final-answer", "act-halt", "fixed", "h_cycles"] {
+    for needle in [
+        "[schedule]",
+        "[target]",
+        "[halting]",
+        "trm",
+        "final-answer",
+        "act-halt",
+        "fixed",
+        "h_cycles",
+    ] {
         assert!(out.contains(needle), "missing {needle} in\n{out}");
     }
 }

@@ -1,9 +1,14 @@
 //! The naive f64 TRM forward (see the crate doc). Shapes in comments are per example.
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas
 
 use std::collections::HashMap;
 
 use recursa_core::model::{NetConfig, PosEncoding};
 use recursa_core::weights::HostTensor;
+
+/// The reference's literal for 1/sqrt(2) (not `FRAC_1_SQRT_2`).
+#[allow(clippy::approx_constant)]
+const LEARNED_POS_SCALE: f64 = 0.707106781;
 
 /// A row-major matrix in f64.
 #[derive(Clone, Debug)]
@@ -15,7 +20,11 @@ pub struct Mat {
 
 impl Mat {
     fn zeros(rows: usize, cols: usize) -> Self {
-        Mat { rows, cols, v: vec![0.0; rows * cols] }
+        Mat {
+            rows,
+            cols,
+            v: vec![0.0; rows * cols],
+        }
     }
     fn at(&self, r: usize, c: usize) -> f64 {
         self.v[r * self.cols + c]
@@ -24,10 +33,18 @@ impl Mat {
         &self.v[r * self.cols..(r + 1) * self.cols]
     }
     fn add(&self, o: &Mat) -> Mat {
-        Mat { rows: self.rows, cols: self.cols, v: self.v.iter().zip(&o.v).map(|(a, b)| a + b).collect() }
+        Mat {
+            rows: self.rows,
+            cols: self.cols,
+            v: self.v.iter().zip(&o.v).map(|(a, b)| a + b).collect(),
+        }
     }
     fn scale(&self, s: f64) -> Mat {
-        Mat { rows: self.rows, cols: self.cols, v: self.v.iter().map(|a| a * s).collect() }
+        Mat {
+            rows: self.rows,
+            cols: self.cols,
+            v: self.v.iter().map(|a| a * s).collect(),
+        }
     }
     fn transpose(&self) -> Mat {
         let mut t = Mat::zeros(self.cols, self.rows);
@@ -45,13 +62,20 @@ pub struct Weights(pub HashMap<String, HostTensor>);
 
 impl Weights {
     fn mat(&self, name: &str) -> Mat {
-        let t = self.0.get(name).unwrap_or_else(|| panic!("no tensor {name}"));
+        let t = self
+            .0
+            .get(name)
+            .unwrap_or_else(|| panic!("no tensor {name}"));
         let (rows, cols) = match t.shape.as_slice() {
             [r, c] => (*r, *c),
             [n] => (1, *n),
             s => panic!("{name}: rank {}", s.len()),
         };
-        Mat { rows, cols, v: t.values.iter().map(|&x| x as f64).collect() }
+        Mat {
+            rows,
+            cols,
+            v: t.values.iter().map(|&x| x as f64).collect(),
+        }
     }
 }
 
@@ -117,14 +141,20 @@ fn attention(h: &Mat, w: &Weights, name: &str, c: &NetConfig) -> Mat {
         let part = |which: usize, p: usize| -> Vec<f64> {
             let start = (which * heads + head) * d;
             let v = qkv.row(p)[start..start + d].to_vec();
-            if use_rope && which < 2 { rope(&v, p, c.rope_theta) } else { v }
+            if use_rope && which < 2 {
+                rope(&v, p, c.rope_theta)
+            } else {
+                v
+            }
         };
         let q: Vec<_> = (0..len).map(|p| part(0, p)).collect();
         let k: Vec<_> = (0..len).map(|p| part(1, p)).collect();
         let v: Vec<_> = (0..len).map(|p| part(2, p)).collect();
         for i in 0..len {
             let scores: Vec<f64> = (0..len)
-                .map(|j| q[i].iter().zip(&k[j]).map(|(a, b)| a * b).sum::<f64>() / (d as f64).sqrt())
+                .map(|j| {
+                    q[i].iter().zip(&k[j]).map(|(a, b)| a * b).sum::<f64>() / (d as f64).sqrt()
+                })
                 .collect();
             let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
@@ -143,7 +173,10 @@ fn block(h: &Mat, w: &Weights, name: &str, c: &NetConfig) -> Mat {
         let t = h.transpose(); // [hidden, positions]
         rms_norm_rows(&t.add(&swiglu(&t, w, &format!("{name}.mlp_t"))), eps).transpose()
     } else {
-        rms_norm_rows(&h.add(&attention(h, w, &format!("{name}.self_attn"), c)), eps)
+        rms_norm_rows(
+            &h.add(&attention(h, w, &format!("{name}.self_attn"), c)),
+            eps,
+        )
     };
     rms_norm_rows(&h.add(&swiglu(&h, w, &format!("{name}.mlp"))), eps)
 }
@@ -173,7 +206,9 @@ pub fn input_embeddings(tokens: &[i32], puzzle_id: i32, w: &Weights, c: &NetConf
         x.v[dst..dst + hidden].copy_from_slice(table.row(tok as usize));
     }
     if c.pos_encodings == PosEncoding::Learned {
-        x = x.add(&w.mat("inner.embed_pos.embedding_weight")).scale(0.707106781);
+        x = x
+            .add(&w.mat("inner.embed_pos.embedding_weight"))
+            .scale(LEARNED_POS_SCALE);
     }
     x.scale((hidden as f64).sqrt())
 }
@@ -189,7 +224,15 @@ pub struct StepOut {
 }
 
 /// One TRM supervision step from `(y, z)`: T cycles of (n z-updates, one y-update).
-pub fn trm_step(y: &Mat, z: &Mat, x: &Mat, w: &Weights, c: &NetConfig, h_cycles: usize, l_cycles: usize) -> StepOut {
+pub fn trm_step(
+    y: &Mat,
+    z: &Mat,
+    x: &Mat,
+    w: &Weights,
+    c: &NetConfig,
+    h_cycles: usize,
+    l_cycles: usize,
+) -> StepOut {
     let (mut y, mut z) = (y.clone(), z.clone());
     for _ in 0..h_cycles {
         for _ in 0..l_cycles {
@@ -199,11 +242,25 @@ pub fn trm_step(y: &Mat, z: &Mat, x: &Mat, w: &Weights, c: &NetConfig, h_cycles:
     }
     let all = linear(&y, &w.mat("inner.lm_head.weight"));
     let prefix = c.prefix_len();
-    let logits = Mat { rows: c.seq_len, cols: all.cols, v: all.v[prefix * all.cols..].to_vec() };
-    let first = Mat { rows: 1, cols: c.hidden_size, v: y.row(0).to_vec() };
+    let logits = Mat {
+        rows: c.seq_len,
+        cols: all.cols,
+        v: all.v[prefix * all.cols..].to_vec(),
+    };
+    let first = Mat {
+        rows: 1,
+        cols: c.hidden_size,
+        v: y.row(0).to_vec(),
+    };
     let q = linear(&first, &w.mat("inner.q_head.weight"));
     let b = w.mat("inner.q_head.bias");
-    StepOut { q_halt: q.v[0] + b.v[0], q_continue: q.v[1] + b.v[1], y, z, logits }
+    StepOut {
+        q_halt: q.v[0] + b.v[0],
+        q_continue: q.v[1] + b.v[1],
+        y,
+        z,
+        logits,
+    }
 }
 
 /// The initial latents: `H_init` / `L_init` broadcast over positions.

@@ -44,18 +44,33 @@ fn random_net(config: &NetConfig, seed: u64) -> Net {
     let mut net = Net::new(config, seed, &device).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
     let mut state = net_state_dict(&net);
-    for name in ["inner.puzzle_emb.weights", "inner.q_head.weight", "inner.q_head.bias"] {
+    for name in [
+        "inner.puzzle_emb.weights",
+        "inner.q_head.weight",
+        "inner.q_head.bias",
+    ] {
         if let Some(t) = state.get_mut(name) {
-            t.values.iter_mut().for_each(|v| *v = rng.random_range(-0.5..0.5));
+            t.values
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-0.5..0.5));
         }
     }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
         .iter()
-        .map(|(n, t)| (n.clone(), t.shape.clone(), t.values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.shape.clone(),
+                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
         .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()));
+    let views = bytes.iter().map(|(n, s, b)| {
+        (
+            n.clone(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+        )
+    });
     let file = safetensors::serialize(views, &None).unwrap();
     load_net(&mut net, &file, "random", "").unwrap();
     net
@@ -63,13 +78,26 @@ fn random_net(config: &NetConfig, seed: u64) -> Net {
 
 fn random_batch(config: &NetConfig, rows: usize, seed: u64) -> (Vec<i32>, Vec<i32>, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let tokens: Vec<i32> = (0..rows * config.seq_len).map(|_| rng.random_range(0..config.vocab_size as i32)).collect();
-    let ids: Vec<i32> = (0..rows).map(|_| rng.random_range(0..config.num_puzzle_identifiers.max(1) as i32)).collect();
+    let tokens: Vec<i32> = (0..rows * config.seq_len)
+        .map(|_| rng.random_range(0..config.vocab_size as i32))
+        .collect();
+    let ids: Vec<i32> = (0..rows)
+        .map(|_| rng.random_range(0..config.num_puzzle_identifiers.max(1) as i32))
+        .collect();
     let device = cpu();
     let batch = Batch {
-        inputs: Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.clone(), [rows, config.seq_len]), &device),
-        labels: Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.clone(), [rows, config.seq_len]), &device),
-        puzzle_identifiers: Tensor::<B, 1, Int>::from_data(TensorData::new(ids.clone(), [rows]), &device),
+        inputs: Tensor::<B, 2, Int>::from_data(
+            TensorData::new(tokens.clone(), [rows, config.seq_len]),
+            &device,
+        ),
+        labels: Tensor::<B, 2, Int>::from_data(
+            TensorData::new(tokens.clone(), [rows, config.seq_len]),
+            &device,
+        ),
+        puzzle_identifiers: Tensor::<B, 1, Int>::from_data(
+            TensorData::new(ids.clone(), [rows]),
+            &device,
+        ),
     };
     (tokens, ids, batch)
 }
@@ -77,7 +105,10 @@ fn random_batch(config: &NetConfig, rows: usize, seed: u64) -> (Vec<i32>, Vec<i3
 fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!((g as f64 - w).abs() <= atol + 1e-4 * w.abs(), "{what}[{i}]: {g} vs naive {w}");
+        assert!(
+            (g as f64 - w).abs() <= atol + 1e-4 * w.abs(),
+            "{what}[{i}]: {g} vs naive {w}"
+        );
     }
 }
 
@@ -90,7 +121,11 @@ fn check(config: &NetConfig, h_cycles: usize, l_cycles: usize, steps: usize) {
         net,
         Box::new(Trm { h_cycles, l_cycles }),
         Box::new(FinalAnswer {}),
-        Box::new(ActHalt { max_steps: steps + 1, exploration: 0.0, no_act_continue: true }),
+        Box::new(ActHalt {
+            max_steps: steps + 1,
+            exploration: 0.0,
+            no_act_continue: true,
+        }),
     )
     .unwrap();
     let rows = 2;
@@ -98,23 +133,60 @@ fn check(config: &NetConfig, h_cycles: usize, l_cycles: usize, steps: usize) {
     let mut carry = model.initial_carry(&batch);
     let mut ctx = StepContext::eval();
     let w = naive::Weights(state);
-    let mut latents: Vec<_> = (0..rows).map(|_| naive::initial_latents(&w, config)).collect();
+    let mut latents: Vec<_> = (0..rows)
+        .map(|_| naive::initial_latents(&w, config))
+        .collect();
     for step in 1..=steps {
         let (next, out) = model.step(carry, &batch, &mut ctx);
         carry = next;
         let logits = out.logits.into_data().to_vec::<f32>().unwrap();
-        let z_h = carry.latents.z_h.clone().into_data().to_vec::<f32>().unwrap();
-        let z_l = carry.latents.z_l.clone().into_data().to_vec::<f32>().unwrap();
+        let z_h = carry
+            .latents
+            .z_h
+            .clone()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let z_l = carry
+            .latents
+            .z_l
+            .clone()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let q = out.q_halt_logits.into_data().to_vec::<f32>().unwrap();
-        let (nl, nz) = (config.seq_len * config.vocab_size, config.total_len() * config.hidden_size);
+        let (nl, nz) = (
+            config.seq_len * config.vocab_size,
+            config.total_len() * config.hidden_size,
+        );
         for b in 0..rows {
-            let x = naive::input_embeddings(&tokens[b * config.seq_len..(b + 1) * config.seq_len], ids[b], &w, config);
+            let x = naive::input_embeddings(
+                &tokens[b * config.seq_len..(b + 1) * config.seq_len],
+                ids[b],
+                &w,
+                config,
+            );
             let (y, z) = &latents[b];
             let o = naive::trm_step(y, z, &x, &w, config, h_cycles, l_cycles);
             let what = format!("{config:?} T={h_cycles} n={l_cycles} step {step} row {b}");
-            assert_close(&format!("{what} logits"), &logits[b * nl..(b + 1) * nl], &o.logits.v, atol);
-            assert_close(&format!("{what} z_H"), &z_h[b * nz..(b + 1) * nz], &o.y.v, atol);
-            assert_close(&format!("{what} z_L"), &z_l[b * nz..(b + 1) * nz], &o.z.v, atol);
+            assert_close(
+                &format!("{what} logits"),
+                &logits[b * nl..(b + 1) * nl],
+                &o.logits.v,
+                atol,
+            );
+            assert_close(
+                &format!("{what} z_H"),
+                &z_h[b * nz..(b + 1) * nz],
+                &o.y.v,
+                atol,
+            );
+            assert_close(
+                &format!("{what} z_L"),
+                &z_l[b * nz..(b + 1) * nz],
+                &o.z.v,
+                atol,
+            );
             assert_close(&format!("{what} q_halt"), &q[b..b + 1], &[o.q_halt], 5e-5);
             latents[b] = (o.y, o.z);
         }
@@ -131,7 +203,13 @@ fn rope_with_one_prefix_position_and_odd_sequence() {
 #[test]
 fn mlp_t_without_positions() {
     // Prefix from ceil-div: puzzle_emb_ndim 48 over hidden 32 = 2 positions; seq 13 (odd).
-    let c = NetConfig { mlp_t: true, pos_encodings: PosEncoding::None, puzzle_emb_ndim: 48, seq_len: 13, ..base() };
+    let c = NetConfig {
+        mlp_t: true,
+        pos_encodings: PosEncoding::None,
+        puzzle_emb_ndim: 48,
+        seq_len: 13,
+        ..base()
+    };
     assert_eq!(c.prefix_len(), 2);
     check(&c, 2, 3, 2);
 }
@@ -139,26 +217,51 @@ fn mlp_t_without_positions() {
 #[test]
 fn learned_positions_with_a_padded_puzzle_prefix() {
     // puzzle_emb_ndim 20 < hidden: zero-padded into 3 explicit prefix positions.
-    let c = NetConfig { pos_encodings: PosEncoding::Learned, puzzle_emb_ndim: 20, puzzle_emb_len: 3, ..base() };
+    let c = NetConfig {
+        pos_encodings: PosEncoding::Learned,
+        puzzle_emb_ndim: 20,
+        puzzle_emb_len: 3,
+        ..base()
+    };
     assert_eq!(c.total_len(), 12);
     check(&c, 2, 2, 2);
 }
 
 #[test]
 fn no_positions_with_attention() {
-    check(&NetConfig { pos_encodings: PosEncoding::None, seq_len: 6, ..base() }, 1, 2, 2);
+    check(
+        &NetConfig {
+            pos_encodings: PosEncoding::None,
+            seq_len: 6,
+            ..base()
+        },
+        1,
+        2,
+        2,
+    );
 }
 
 #[test]
 fn without_puzzle_embedding() {
-    let c = NetConfig { puzzle_emb_ndim: 0, puzzle_emb_len: 16, ..base() };
+    let c = NetConfig {
+        puzzle_emb_ndim: 0,
+        puzzle_emb_len: 16,
+        ..base()
+    };
     assert_eq!(c.prefix_len(), 0);
     check(&c, 2, 1, 1);
 }
 
 #[test]
 fn every_cycle_count_from_1x1_to_3x6() {
-    let c = NetConfig { hidden_size: 16, num_heads: 2, l_layers: 1, seq_len: 5, puzzle_emb_ndim: 16, ..base() };
+    let c = NetConfig {
+        hidden_size: 16,
+        num_heads: 2,
+        l_layers: 1,
+        seq_len: 5,
+        puzzle_emb_ndim: 16,
+        ..base()
+    };
     for h_cycles in 1..=3 {
         for l_cycles in 1..=6 {
             check(&c, h_cycles, l_cycles, 1);
@@ -168,7 +271,11 @@ fn every_cycle_count_from_1x1_to_3x6() {
 
 #[test]
 fn weights_round_trip_through_safetensors() {
-    let c = NetConfig { pos_encodings: PosEncoding::Learned, mlp_t: true, ..base() };
+    let c = NetConfig {
+        pos_encodings: PosEncoding::Learned,
+        mlp_t: true,
+        ..base()
+    };
     let net = random_net(&c, 3);
     let dir = std::env::temp_dir().join(format!("recursa-rt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -182,7 +289,10 @@ fn weights_round_trip_through_safetensors() {
         assert_eq!(t.values, b[name].values, "{name}");
     }
     // No temporary file is left next to the checkpoint.
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -194,14 +304,53 @@ fn weights_of_another_configuration_are_refused_by_name() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("small.safetensors");
     save_net_file(&small, &path, None).unwrap();
-    let mut wide = Net::new(&NetConfig { hidden_size: 64, puzzle_emb_ndim: 64, ..base() }, 0, &cpu()).unwrap();
-    let e = recursa_core::weights::load_net_file(&mut wide, &path).unwrap_err().to_string();
-    assert!(e.contains("small.safetensors") && e.contains("inner.embed_tokens.embedding_weight") && e.contains("shape"), "{e}");
-    let mut deeper = Net::new(&NetConfig { l_layers: 3, ..base() }, 0, &cpu()).unwrap();
-    let e = recursa_core::weights::load_net_file(&mut deeper, &path).unwrap_err().to_string();
-    assert!(e.contains("inner.L_level.layers.2") && e.contains("missing"), "{e}");
-    let mut learned = Net::new(&NetConfig { l_layers: 1, ..base() }, 0, &cpu()).unwrap();
-    let e = recursa_core::weights::load_net_file(&mut learned, &path).unwrap_err().to_string();
+    let mut wide = Net::new(
+        &NetConfig {
+            hidden_size: 64,
+            puzzle_emb_ndim: 64,
+            ..base()
+        },
+        0,
+        &cpu(),
+    )
+    .unwrap();
+    let e = recursa_core::weights::load_net_file(&mut wide, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("small.safetensors")
+            && e.contains("inner.embed_tokens.embedding_weight")
+            && e.contains("shape"),
+        "{e}"
+    );
+    let mut deeper = Net::new(
+        &NetConfig {
+            l_layers: 3,
+            ..base()
+        },
+        0,
+        &cpu(),
+    )
+    .unwrap();
+    let e = recursa_core::weights::load_net_file(&mut deeper, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("inner.L_level.layers.2") && e.contains("missing"),
+        "{e}"
+    );
+    let mut learned = Net::new(
+        &NetConfig {
+            l_layers: 1,
+            ..base()
+        },
+        0,
+        &cpu(),
+    )
+    .unwrap();
+    let e = recursa_core::weights::load_net_file(&mut learned, &path)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("another configuration"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -9,7 +9,11 @@ fn params(config: &str) -> usize {
     let path = repo_root().join("experiments/configs").join(config);
     let experiment = ExperimentConfig::load(&path).unwrap();
     let device = recursa_backends::device("cpu").unwrap();
-    experiment.build(&device).unwrap().net.num_trainable_params()
+    experiment
+        .build(&device)
+        .unwrap()
+        .net
+        .num_trainable_params()
 }
 
 #[test]
@@ -50,21 +54,35 @@ fn a_small_experiment_parses_and_builds() {
 }
 
 fn error(text: &str) -> String {
-    ExperimentConfig::from_toml(text, "exp.toml").unwrap_err().to_string()
+    ExperimentConfig::from_toml(text, "exp.toml")
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn an_unknown_plugin_lists_the_known_ones() {
     let e = error(&SMALL.replace("name = \"trm\"", "name = \"trn\""));
-    assert!(e.contains("exp.toml") && e.contains("schedule.name") && e.contains("`trn`") && e.contains("trm"), "{e}");
+    assert!(
+        e.contains("exp.toml")
+            && e.contains("schedule.name")
+            && e.contains("`trn`")
+            && e.contains("trm"),
+        "{e}"
+    );
     let e = error(&SMALL.replace("name = \"act-halt\"", "name = \"act\""));
-    assert!(e.contains("halting.name") && e.contains("act-halt") && e.contains("fixed"), "{e}");
+    assert!(
+        e.contains("halting.name") && e.contains("act-halt") && e.contains("fixed"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_misspelt_field_is_named_with_its_line() {
     let e = error(&SMALL.replace("l_cycles = 2", "l_cylces = 2"));
-    assert!(e.contains("l_cylces") && e.contains("l_cycles") && e.contains("line"), "{e}");
+    assert!(
+        e.contains("l_cylces") && e.contains("l_cycles") && e.contains("line"),
+        "{e}"
+    );
     let e = error(&SMALL.replace("hidden_size = 8", "hiden_size = 8"));
     assert!(e.contains("hiden_size") && e.contains("exp.toml"), "{e}");
 }
@@ -72,8 +90,15 @@ fn a_misspelt_field_is_named_with_its_line() {
 #[test]
 fn impossible_shapes_are_config_errors() {
     let e = error(&SMALL.replace("num_heads = 2", "num_heads = 3"));
-    assert!(e.contains("net.num_heads") && e.contains("does not divide"), "{e}");
-    let e = error(&SMALL.replace("name = \"trm\"\n", "").replace("h_cycles = 2\n", ""));
+    assert!(
+        e.contains("net.num_heads") && e.contains("does not divide"),
+        "{e}"
+    );
+    let e = error(
+        &SMALL
+            .replace("name = \"trm\"\n", "")
+            .replace("h_cycles = 2\n", ""),
+    );
     assert!(e.contains("schedule.name") && e.contains("missing"), "{e}");
     let e = ExperimentConfig::from_toml(&SMALL.replace("h_cycles = 2", "h_cycles = 0"), "x")
         .unwrap()

@@ -21,7 +21,11 @@ fn trm_forward_matches_the_reference_on_cpu() {
     for c in &report.comparisons {
         assert!(c.ok, "{} outside tolerance: {c:?}", c.tensor);
         if c.tensor.ends_with("halted") || c.tensor.ends_with("steps") {
-            assert!(matches!(c.tolerance, Tolerance::Exact), "{} must be exact", c.tensor);
+            assert!(
+                matches!(c.tolerance, Tolerance::Exact),
+                "{} must be exact",
+                c.tensor
+            );
         }
     }
     assert!(report.passed());
@@ -34,7 +38,10 @@ fn a_wrong_schedule_fails_verification() {
     let model = verify::trm_from_reference(&fx, &cpu()).unwrap();
     let wrong = recursa_core::step::LoopedModel::new(
         model.net,
-        Box::new(recursa_plugins::Trm { h_cycles: 2, l_cycles: 3 }),
+        Box::new(recursa_plugins::Trm {
+            h_cycles: 2,
+            l_cycles: 3,
+        }),
         model.target,
         model.halting,
     )
@@ -45,7 +52,14 @@ fn a_wrong_schedule_fails_verification() {
     let (_, out) = wrong.step(wrong.initial_carry(&batch), &batch, &mut ctx);
     let want = read_f32(&st, &fx.file, "step1.logits").unwrap();
     let got = out.logits.into_data().to_vec::<f32>().unwrap();
-    let c = verify::compare_f32("step1.logits", want.shape.clone(), &got, &want.values, 1e-4, 1e-4);
+    let c = verify::compare_f32(
+        "step1.logits",
+        want.shape.clone(),
+        &got,
+        &want.values,
+        1e-4,
+        1e-4,
+    );
     assert!(!c.ok && c.max_abs_err > 1e-2, "{c:?}");
 }
 
@@ -80,8 +94,17 @@ fn the_naive_yardstick_matches_the_reference_too() {
         }
         let out = out.unwrap();
         let n = cfg.seq_len * cfg.vocab_size;
-        for (i, (&g, &r)) in out.logits.v.iter().zip(&want.values[b * n..(b + 1) * n]).enumerate() {
-            assert!((g - r as f64).abs() < 1e-4 + 1e-4 * (r as f64).abs(), "row {b} logit {i}: {g} vs {r}");
+        for (i, (&g, &r)) in out
+            .logits
+            .v
+            .iter()
+            .zip(&want.values[b * n..(b + 1) * n])
+            .enumerate()
+        {
+            assert!(
+                (g - r as f64).abs() < 1e-4 + 1e-4 * (r as f64).abs(),
+                "row {b} logit {i}: {g} vs {r}"
+            );
         }
         assert!((out.q_halt - want_q.values[b] as f64).abs() < 5e-5);
     }

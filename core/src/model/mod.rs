@@ -29,6 +29,11 @@ use crate::{Error, Result};
 use init::InitRng;
 use layers::{casted_embedding, casted_linear, Attention, Block, Level, Mixer, Rope, SwiGlu};
 
+/// 1/sqrt(2), keeping the variance of `token + position`: the reference's literal,
+/// which differs from `FRAC_1_SQRT_2` in the tenth digit.
+#[allow(clippy::approx_constant)]
+const LEARNED_POS_SCALE: f64 = 0.707106781;
+
 /// How positions enter the network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -146,7 +151,7 @@ impl NetConfig {
             ));
         }
         if !self.mlp_t {
-            if self.hidden_size % self.num_heads != 0 {
+            if !self.hidden_size.is_multiple_of(self.num_heads) {
                 return Err(Error::config(
                     "num_heads",
                     format!(
@@ -156,7 +161,7 @@ impl NetConfig {
                 ));
             }
             let head_dim = self.hidden_size / self.num_heads;
-            if self.pos_encodings == PosEncoding::Rope && head_dim % 2 != 0 {
+            if self.pos_encodings == PosEncoding::Rope && !head_dim.is_multiple_of(2) {
                 return Err(Error::config(
                     "num_heads",
                     format!("rope needs an even head_dim, got {head_dim}"),
@@ -174,7 +179,7 @@ impl NetConfig {
                 ),
             ));
         }
-        if !(self.expansion > 0.0) {
+        if self.expansion.is_nan() || self.expansion <= 0.0 {
             return Err(Error::config("expansion", "must be positive"));
         }
         Ok(())
@@ -297,8 +302,7 @@ impl<B: Backend> ReasoningNet<B> {
             emb = emb + table.forward(step.unsqueeze_dim(1));
         }
         if let Some(pos) = &self.embed_pos {
-            // Scale by 1/sqrt(2) to keep the forward variance (reference constant).
-            emb = (emb + pos.weight.val().unsqueeze::<3>()) * 0.707106781;
+            emb = (emb + pos.weight.val().unsqueeze::<3>()) * LEARNED_POS_SCALE;
         }
         emb * (c.hidden_size as f64).sqrt()
     }
