@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use burn::tensor::{Bool, Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
+use crate::step::StepOutput;
 use crate::{Result, B};
 
 /// What a halting policy sees after a supervision step.
@@ -30,6 +31,17 @@ pub trait HaltingPolicy: Debug + Send + Sync {
 
     /// Rows that halt after this step. `[batch]`
     fn halted(&self, input: &HaltInput, rng: &mut ChaCha8Rng) -> Tensor<B, 1, Bool>;
+
+    /// The halting head's losses `(q_halt_loss, q_continue_loss)`, summed over rows,
+    /// given whether each row's answer is entirely correct (0/1, `[batch]`).
+    /// Default: none (fixed-step policies leave `q_head` untrained).
+    fn q_loss(
+        &self,
+        _out: &StepOutput,
+        _seq_is_correct: &Tensor<B, 1>,
+    ) -> (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>) {
+        (None, None)
+    }
 }
 
 /// The experiment-file form of a halting policy: `[halting] name = "act-halt"` plus fields.

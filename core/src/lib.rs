@@ -22,6 +22,7 @@ pub mod registry;
 pub mod schedule;
 pub mod step;
 pub mod target;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};

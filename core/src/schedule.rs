@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::model::layers::Rope;
 use crate::model::NetConfig;
-use crate::step::{Latents, Net};
+use crate::step::{Batch, Latents, Net};
 use crate::{Result, B};
 
 /// Network calls made per example in one supervision step.
@@ -40,17 +40,21 @@ pub trait RecursionSchedule: Debug + Send + Sync {
     /// Network calls per example per supervision step.
     fn calls_per_step(&self) -> NetCalls;
 
-    /// The embedded question x for this step. The default is the reference
-    /// `_input_embeddings` (tokens + puzzle prefix, no step embedding); DIS
-    /// overrides it to add the step embedding.
+    /// The embedded question x for this step. `steps` counts the steps each row
+    /// has taken before this one (0 on an episode's first step) and
+    /// `previous_preds` is the argmax of each row's previous step. The default is
+    /// the reference `_input_embeddings` (tokens + puzzle prefix); DIS overrides it
+    /// to add a step embedding and to feed its previous prediction as the question.
+    /// `puzzle` holds the rows' puzzle embeddings (see [`Net::puzzle_rows`]).
     fn embed(
         &self,
         net: &Net,
-        tokens: Tensor<B, 2, Int>,
-        puzzle_ids: Tensor<B, 1, Int>,
+        data: &Batch,
+        puzzle: Option<Tensor<B, 2>>,
         _steps: &Tensor<B, 1, Int>,
+        _previous_preds: &Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
-        net.input_embeddings(tokens, puzzle_ids, None)
+        net.input_embeddings(data.inputs.clone(), puzzle, None)
     }
 
     /// Runs the recursion of one supervision step.

@@ -66,6 +66,10 @@ pub struct Carry {
     pub halted: Tensor<B, 1, Bool>,
     /// The data each row is working on.
     pub current_data: Batch,
+    /// Argmax of each row's last logits (DIS feeds it back as the question). `[batch, seq_len]`
+    pub preds: Tensor<B, 2, Int>,
+    /// The supervision target's per-episode state, if it keeps one.
+    pub episode: Option<Tensor<B, 3, Int>>,
 }
 
 /// Outputs of one supervision step.
@@ -79,6 +83,9 @@ pub struct StepOutput {
     pub q_continue_logits: Tensor<B, 1>,
     /// The labels this step is trained against (from the supervision target). `[batch, seq_len]`
     pub target: Tensor<B, 2, Int>,
+    /// The puzzle-embedding rows used (in training: the leaf whose gradient
+    /// trains the table), with their ids. `[batch, puzzle_emb_ndim]`, `[batch]`
+    pub puzzle: Option<(Tensor<B, 2>, Tensor<B, 1, Int>)>,
 }
 
 /// A looped model: one network plus a choice on each plugin axis.
@@ -135,7 +142,9 @@ impl LoopedModel {
     /// resets all of them and takes all data from its batch.
     pub fn initial_carry(&self, batch: &Batch) -> Carry {
         let [rows, seq] = batch.inputs.dims();
-        let device = batch.inputs.device();
+        // The network's device: an integer tensor reports the inner device of an
+        // autodiff device, and the latents must live where the parameters do.
+        let device = self.net.h_init.val().device();
         let shape = [
             rows,
             self.net.config.total_len(),
@@ -153,6 +162,8 @@ impl LoopedModel {
                 labels: Tensor::zeros([rows, seq], &device),
                 puzzle_identifiers: Tensor::zeros([rows], &device),
             },
+            preds: Tensor::zeros([rows, seq], &device),
+            episode: None,
         }
     }
 
@@ -184,12 +195,22 @@ impl LoopedModel {
         let steps = carry.steps.mask_fill(reset.clone(), 0);
         let data = carry.current_data.replace_rows(&reset, batch);
 
-        let x = self.schedule.embed(
-            net,
-            data.inputs.clone(),
-            data.puzzle_identifiers.clone(),
-            &steps,
-        );
+        let episode = match (carry.episode, self.target.start(&data, &mut ctx.rng)) {
+            (Some(old), Some(fresh)) => {
+                let [_, frames, seq] = old.dims();
+                let reset_e = reset
+                    .clone()
+                    .reshape([rows, 1, 1])
+                    .expand([rows, frames, seq]);
+                Some(old.mask_where(reset_e, fresh))
+            }
+            (_, fresh) => fresh,
+        };
+
+        let puzzle = net.puzzle_rows(data.puzzle_identifiers.clone(), ctx.training);
+        let x = self
+            .schedule
+            .embed(net, &data, puzzle.clone(), &steps, &carry.preds);
         let rope = net.rope(&x.device());
         let latents = self.schedule.recurse(net, latents, x, rope.as_ref());
 
@@ -197,7 +218,8 @@ impl LoopedModel {
         let (q_halt_logits, q_continue_logits) = net.q_head(latents.z_h.clone());
 
         let steps = steps + 1;
-        let target = self.target.target(&data, &steps);
+        let target = self.target.target(&data, episode.as_ref(), &steps);
+        let preds = logits.clone().detach().argmax(2).squeeze_dim(2);
         let halted = self.halting.halted(
             &HaltInput {
                 steps: &steps,
@@ -207,6 +229,7 @@ impl LoopedModel {
             },
             &mut ctx.rng,
         );
+        let carry_data_ids = data.puzzle_identifiers.clone();
         let carry = Carry {
             latents: Latents {
                 z_h: latents.z_h.detach(),
@@ -215,12 +238,15 @@ impl LoopedModel {
             steps,
             halted,
             current_data: data,
+            preds,
+            episode,
         };
         let out = StepOutput {
             logits,
             q_halt_logits,
             q_continue_logits,
             target,
+            puzzle: puzzle.map(|rows| (rows, carry_data_ids)),
         };
         (carry, out)
     }

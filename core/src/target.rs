@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 
 use burn::tensor::{Int, Tensor};
+use rand_chacha::ChaCha8Rng;
 
 use crate::step::Batch;
 use crate::{Result, B};
@@ -13,11 +14,23 @@ pub trait SupervisionTarget: Debug + Send + Sync {
     /// The registered name of this target.
     fn name(&self) -> &'static str;
 
+    /// Per-episode state drawn for every row of `data` (DIS: a random order of the
+    /// cells to reveal, `[batch, frames, seq_len]`). The step keeps it only for rows
+    /// that start a new episode, as the reference does. Default: no state.
+    fn start(&self, _data: &Batch, _rng: &mut ChaCha8Rng) -> Option<Tensor<B, 3, Int>> {
+        None
+    }
+
     /// Labels for the step each row has just taken (`steps`, counting it), `-100` = ignored.
     ///
     /// # Shapes
     /// `data.labels: [batch, seq_len]`, `steps: [batch]` -> `[batch, seq_len]`
-    fn target(&self, data: &Batch, steps: &Tensor<B, 1, Int>) -> Tensor<B, 2, Int>;
+    fn target(
+        &self,
+        data: &Batch,
+        episode: Option<&Tensor<B, 3, Int>>,
+        steps: &Tensor<B, 1, Int>,
+    ) -> Tensor<B, 2, Int>;
 }
 
 /// The experiment-file form of a target: `[target] name = "final-answer"` plus fields.

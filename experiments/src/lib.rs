@@ -3,6 +3,7 @@
 //! * [`verify`]: check this implementation against a reference fixture file.
 
 pub mod verify;
+pub mod verify_train;
 
 // Link every plugin into whatever uses this library (inventory/typetag registrations).
 use recursa_plugins as _;

@@ -122,10 +122,7 @@ fn print_plugins() {
 }
 
 fn print_backends() {
-    println!(
-        "{:<6} {:<10} {:<9} {}",
-        "name", "feature", "compiled", "device"
-    );
+    println!("{:<6} {:<10} {:<9} device", "name", "feature", "compiled");
     for b in recursa_backends::backends() {
         let device = if b.compiled {
             match recursa_backends::probe(b.name) {

@@ -18,7 +18,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
 /// The fixture kinds this release can run.
-pub const SUPPORTED_KINDS: &[&str] = &["trm_forward"];
+pub const SUPPORTED_KINDS: &[&str] = &["trm_forward", "trm_train_step", "stablemax"];
 
 /// How a tensor is compared.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -91,7 +91,7 @@ impl Fixture {
         })
     }
 
-    fn tensors(&self) -> Result<SafeTensors<'_>> {
+    pub fn tensors(&self) -> Result<SafeTensors<'_>> {
         SafeTensors::deserialize(&self.bytes)
             .map_err(|e| Error::Other(format!("{}: {e}", self.file)))
     }
@@ -130,7 +130,7 @@ pub fn read_i32(st: &SafeTensors, file: &str, name: &str) -> Result<(Vec<usize>,
     Ok((view.shape().to_vec(), values))
 }
 
-fn int_tensor<const D: usize>(
+pub fn int_tensor<const D: usize>(
     st: &SafeTensors,
     file: &str,
     name: &str,
@@ -240,8 +240,17 @@ fn int_values<const D: usize>(t: Tensor<B, D, Int>) -> (Vec<usize>, Vec<i32>) {
     (shape, values)
 }
 
+/// A 0-dim reference scalar (shape `[]`) compares with recursa's `[1]`.
+fn scalar_as_1d(shape: Vec<usize>) -> Vec<usize> {
+    if shape.is_empty() {
+        vec![1]
+    } else {
+        shape
+    }
+}
+
 /// Compares a float tensor with the fixture's tensor `name`.
-fn check_float<const D: usize>(
+pub fn check_float<const D: usize>(
     st: &SafeTensors,
     fx: &Fixture,
     name: &str,
@@ -252,7 +261,7 @@ fn check_float<const D: usize>(
     let want = read_f32(st, &fx.file, name)?;
     let (shape, got) = float_values(got);
     let mut c = compare_f32(name, shape.clone(), &got, &want.values, atol, rtol);
-    if shape != want.shape {
+    if shape != scalar_as_1d(want.shape) {
         c.ok = false;
         c.mismatches = c.mismatches.max(1);
     }
@@ -260,13 +269,14 @@ fn check_float<const D: usize>(
 }
 
 /// Compares an integer tensor with the fixture's tensor `name`, exactly.
-fn check_int<const D: usize>(
+pub fn check_int<const D: usize>(
     st: &SafeTensors,
     fx: &Fixture,
     name: &str,
     got: Tensor<B, D, Int>,
 ) -> Result<Comparison> {
     let (want_shape, want) = read_i32(st, &fx.file, name)?;
+    let want_shape = scalar_as_1d(want_shape);
     let (shape, got) = int_values(got);
     let mut c = compare_exact(name, shape.clone(), &got, &want);
     if shape != want_shape {
@@ -281,6 +291,8 @@ pub fn verify_file(path: &Path, device: &Device) -> Result<Report> {
     let fx = Fixture::open(path)?;
     let comparisons = match fx.kind.as_str() {
         "trm_forward" => verify_trm_forward(&fx, device)?,
+        "trm_train_step" => crate::verify_train::verify_trm_train_step(&fx, device)?,
+        "stablemax" => crate::verify_train::verify_stablemax(&fx, device)?,
         other => {
             return Err(Error::Other(format!(
                 "{}: fixture kind `{other}` is not supported by this release (supported: {})",

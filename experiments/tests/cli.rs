@@ -45,13 +45,10 @@ fn verify_reference_passes_on_the_trm_fixture() {
 #[test]
 fn verify_reference_refuses_what_it_cannot_check() {
     // A fixture of a kind this release does not run yet: named, with the supported kinds.
-    let (code, _, err) = recursa(&[
-        "verify-reference",
-        "tests/fixtures/stablemax_cases.safetensors",
-    ]);
+    let (code, _, err) = recursa(&["verify-reference", "tests/fixtures/dis_shared.safetensors"]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("stablemax") && err.contains("supported: trm_forward"),
+        err.contains("`dis`") && err.contains("supported: trm_forward"),
         "{err}"
     );
     // Not a safetensors file at all.

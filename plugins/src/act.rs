@@ -10,6 +10,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use recursa_core::halting::HaltInput;
 use recursa_core::registry::{Axis, Field, PluginEntry};
+use recursa_core::step::StepOutput;
+use recursa_core::train::loss::bce_with_logits_sum;
 use recursa_core::{Error, HaltingConfig, HaltingPolicy, Result, B};
 use serde::{Deserialize, Serialize};
 
@@ -99,5 +101,15 @@ impl HaltingPolicy for ActHalt {
             &input.steps.device(),
         );
         halted.bool_and(input.steps.clone().greater_equal(min_steps))
+    }
+
+    /// BCE of `q_halt` against "the whole answer is correct" (reference `ACTLossHead`).
+    fn q_loss(
+        &self,
+        out: &StepOutput,
+        seq_is_correct: &Tensor<B, 1>,
+    ) -> (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>) {
+        let q_halt = bce_with_logits_sum(out.q_halt_logits.clone(), seq_is_correct.clone());
+        (Some(q_halt), None)
     }
 }

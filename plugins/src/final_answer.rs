@@ -32,7 +32,12 @@ impl SupervisionTarget for FinalAnswer {
         "final-answer"
     }
 
-    fn target(&self, data: &Batch, _steps: &Tensor<B, 1, Int>) -> Tensor<B, 2, Int> {
+    fn target(
+        &self,
+        data: &Batch,
+        _episode: Option<&Tensor<B, 3, Int>>,
+        _steps: &Tensor<B, 1, Int>,
+    ) -> Tensor<B, 2, Int> {
         data.labels.clone()
     }
 }

@@ -270,24 +270,37 @@ impl<B: Backend> ReasoningNet<B> {
         })
     }
 
+    /// The puzzle-embedding rows of `puzzle_ids`, `[batch, puzzle_emb_ndim]`, or
+    /// `None` without a puzzle embedding. In training the rows are a detached copy
+    /// that requires grad (the reference's `local_weights`): its gradient feeds the
+    /// sparse SignSGD update of the table, which no dense optimizer touches.
+    pub fn puzzle_rows(
+        &self,
+        puzzle_ids: Tensor<B, 1, Int>,
+        training: bool,
+    ) -> Option<Tensor<B, 2>> {
+        let table = self.puzzle_emb.as_ref()?;
+        let rows = table.weights.val().select(0, puzzle_ids).detach();
+        Some(if training { rows.require_grad() } else { rows })
+    }
+
     /// The embedded question x: `sqrt(hidden) * [puzzle prefix ; tokens]`, with the
     /// step embedding (DIS) and learned positions added before the scale.
     ///
     /// # Shapes
-    /// `tokens: [batch, seq_len]`, `puzzle_ids: [batch]`, `step: [batch]`
-    /// -> `[batch, prefix + seq_len, hidden]`
+    /// `tokens: [batch, seq_len]`, `puzzle: [batch, puzzle_emb_ndim]` (from
+    /// [`Self::puzzle_rows`]), `step: [batch]` -> `[batch, prefix + seq_len, hidden]`
     pub fn input_embeddings(
         &self,
         tokens: Tensor<B, 2, Int>,
-        puzzle_ids: Tensor<B, 1, Int>,
+        puzzle: Option<Tensor<B, 2>>,
         step: Option<Tensor<B, 1, Int>>,
     ) -> Tensor<B, 3> {
         let c = &self.config;
         let [batch, _] = tokens.dims();
         let mut emb = self.embed_tokens.forward(tokens);
-        if let Some(table) = &self.puzzle_emb {
+        if let Some(puzzle) = puzzle {
             let prefix = c.prefix_len();
-            let puzzle = table.weights.val().select(0, puzzle_ids);
             let pad = prefix * c.hidden_size - c.puzzle_emb_ndim;
             let puzzle = if pad > 0 {
                 let zeros = Tensor::zeros([batch, pad], &puzzle.device());

@@ -1,0 +1,11 @@
+//! Training: losses, optimizers, learning-rate schedule, the loop and checkpoints.
+//!
+//! * [`loss`]: stablemax / softmax cross-entropy and the ACT loss head with metrics.
+//! * [`adam_atan2`]: AdamATan2 for the dense parameters (a burn `SimpleOptimizer`).
+//! * [`sign_sgd`]: the sparse SignSGD for the puzzle-embedding table.
+//! * [`lr`]: warmup + cosine.
+
+pub mod adam_atan2;
+pub mod loss;
+pub mod lr;
+pub mod sign_sgd;
