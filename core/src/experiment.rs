@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{NetConfig, ReasoningNet};
 use crate::registry::{self, Axis};
 use crate::step::LoopedModel;
+use crate::train::trainer::TrainConfig;
 use crate::{Device, Error, HaltingConfig, Result, ScheduleConfig, TargetConfig};
 
 /// A parsed experiment file.
@@ -41,6 +42,32 @@ pub struct ExperimentConfig {
     pub target: Box<dyn TargetConfig>,
     /// Axis 3: whether a sample gets another supervision step.
     pub halting: Box<dyn HaltingConfig>,
+    /// How to train (needed by `recursa train`).
+    #[serde(default)]
+    pub train: Option<TrainConfig>,
+    /// Where the examples come from (needed by `recursa train`).
+    #[serde(default)]
+    pub data: Option<DataConfig>,
+}
+
+/// `[data]` of an experiment file: where the examples come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DataConfig {
+    /// A small generated grid task for quick CPU runs: the answer is the
+    /// question grid transformed (`transform`: `flip`, `transpose`, `rotate`, `shift-colors`).
+    GeneratedGrid {
+        /// Side of the square grid.
+        size: usize,
+        /// Colours used (tokens 1..=colors; 0 is padding).
+        colors: usize,
+        /// The transform to learn.
+        transform: String,
+        /// Training examples.
+        train_examples: usize,
+        /// Held-out test examples (never seen in training).
+        test_examples: usize,
+    },
 }
 
 impl ExperimentConfig {

@@ -141,10 +141,15 @@ impl LoopedModel {
     /// The carry before the first step: every row halted, so the first step
     /// resets all of them and takes all data from its batch.
     pub fn initial_carry(&self, batch: &Batch) -> Carry {
-        let [rows, seq] = batch.inputs.dims();
         // The network's device: an integer tensor reports the inner device of an
         // autodiff device, and the latents must live where the parameters do.
-        let device = self.net.h_init.val().device();
+        self.initial_carry_on(batch, &self.net.h_init.val().device())
+    }
+
+    /// [`Self::initial_carry`] on `device`.
+    pub fn initial_carry_on(&self, batch: &Batch, device: &crate::Device) -> Carry {
+        let [rows, seq] = batch.inputs.dims();
+        let device = device.clone();
         let shape = [
             rows,
             self.net.config.total_len(),
@@ -169,7 +174,18 @@ impl LoopedModel {
 
     /// One supervision step (module doc): reset halted rows, recurse, decode, halt.
     pub fn step(&self, carry: Carry, batch: &Batch, ctx: &mut StepContext) -> (Carry, StepOutput) {
-        let net = &self.net;
+        self.step_with(&self.net, carry, batch, ctx)
+    }
+
+    /// [`Self::step`] with another copy of the network (e.g. its non-autodiff
+    /// `valid()` copy for evaluation during training).
+    pub fn step_with(
+        &self,
+        net: &Net,
+        carry: Carry,
+        batch: &Batch,
+        ctx: &mut StepContext,
+    ) -> (Carry, StepOutput) {
         let reset = carry.halted;
         let [rows, positions, hidden] = carry.latents.z_h.dims();
         let reset3 = reset

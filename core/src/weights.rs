@@ -351,3 +351,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Gives every tensor a parameter id derived from its reference name, so that
+/// optimizer state (keyed by id in burn records) survives a restart in a new process.
+pub fn stable_param_ids<B: Backend>(net: &mut ReasoningNet<B>) {
+    struct Renamer;
+    impl<B: Backend> WeightVisitor<B> for Renamer {
+        fn visit<const D: usize>(
+            &mut self,
+            name: &str,
+            _role: Role,
+            _layout: Layout,
+            p: &mut Param<Tensor<B, D>>,
+        ) {
+            // FNV-1a: stable across platforms and Rust versions.
+            let id = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100000001b3)
+            });
+            let require_grad = p.is_require_grad();
+            *p = Param::initialized(id.into(), p.val().set_require_grad(require_grad));
+        }
+    }
+    visit_net(net, &mut Renamer);
+}

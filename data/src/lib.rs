@@ -1,1 +1,24 @@
+//! Dataset builders, loaders and evaluators for recursa.
+//!
+//! * [`arc`]: the ARC dataset builder (reference `dataset/build_arc_dataset.py`).
+//! * [`augment`]: dihedral transforms, colour maps, puzzle names, the deterministic RNG.
+//! * [`arc_eval`]: the ARC voting evaluator (reference `evaluators/arc.py`) and an
+//!   exact-accuracy evaluator for other tasks.
+//! * [`npy`]: a minimal `.npy` reader / writer.
+//! * [`verify`]: checks against the reference fixtures (`recursa verify-reference`).
+//!
+//! This crate does not depend on burn. See `docs/data.md` for the on-disk format.
 
+pub mod arc;
+pub mod arc_eval;
+pub mod augment;
+pub mod error;
+pub mod grid;
+mod json;
+pub mod npy;
+pub mod verify;
+
+pub use arc::{build_arc, ArcBuildOptions, ArcBuildSummary, SplitSummary};
+pub use arc_eval::{ArcEvalBatch, ArcEvalOptions, ArcEvalResult, ArcEvaluator, ExactAccuracy};
+pub use error::DataError;
+pub use verify::{verify_arc_dataset, verify_arc_eval, Check};

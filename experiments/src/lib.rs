@@ -2,6 +2,8 @@
 //!
 //! * [`verify`]: check this implementation against a reference fixture file.
 
+pub mod tasks;
+pub mod train;
 pub mod verify;
 pub mod verify_train;
 

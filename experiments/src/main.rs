@@ -37,6 +37,30 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: String,
     },
+    /// Train an experiment file; metrics go to RUN/metrics.jsonl, checkpoints to RUN/checkpoints.
+    #[command(
+        after_help = "Examples:\n  recursa train --config experiments/configs/quick-rotate.toml\n  recursa train --config experiments/configs/quick-rotate.toml --set train.steps=50 --out runs/short\n  recursa train --config experiments/configs/quick-rotate.toml --out runs/short --resume"
+    )]
+    Train {
+        /// Experiment file (TOML) with [net], [schedule], [target], [halting], [train] and [data].
+        #[arg(long)]
+        config: PathBuf,
+        /// Device to train on: cpu, cuda, cuda:N, wgpu, tch.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Run directory (default: runs/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config value, e.g. --set train.steps=100 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Continue the run in --out (or runs/<config name>) from its latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Build datasets in the reference on-disk format.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// List the registered plugins on each axis with their docs and fields.
     Plugins,
     /// List the backends, whether this binary has them, and whether their device answers.
@@ -49,10 +73,86 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Build an ARC dataset (reference build_arc_dataset.py semantics), seeded and deterministic.
+    #[command(
+        after_help = "Example (the TRM paper's ARC-AGI-1 set, about 7 GB):\n  recursa data arc --subsets training,evaluation,concept --test-set evaluation --num-aug 1000 --out data/arc1-aug-1000\nA small one:\n  recursa data arc --subsets evaluation --test-set evaluation --num-aug 8 --out data/arc-eval-aug8"
+    )]
+    Arc {
+        /// Subsets to read, comma-separated: training, evaluation, training2, evaluation2, concept.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "training,evaluation,concept"
+        )]
+        subsets: Vec<String>,
+        /// The subset whose test pairs form the test split ("" for none).
+        #[arg(long, default_value = "evaluation")]
+        test_set: String,
+        /// Augmentations per task (dihedral transform + colour permutation).
+        #[arg(long, default_value_t = 1000)]
+        num_aug: usize,
+        /// Seed of every random draw.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output directory (must not exist; written whole or not at all).
+        #[arg(long)]
+        out: PathBuf,
+        /// Raw JSON prefix: subset S is read from PREFIX_S_challenges.json and PREFIX_S_solutions.json.
+        #[arg(long, default_value = "data/raw/arc/arc-agi")]
+        input_prefix: PathBuf,
+        /// Worker threads (default: all cores); the output does not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
+    let DataCommand::Arc {
+        subsets,
+        test_set,
+        num_aug,
+        seed,
+        out,
+        input_prefix,
+        threads,
+    } = cmd;
+    let mut opts = recursa_data::ArcBuildOptions::new(input_prefix, out);
+    opts.subsets = subsets;
+    opts.test_set = (!test_set.is_empty()).then_some(test_set);
+    opts.num_aug = num_aug;
+    opts.seed = seed;
+    opts.threads = threads;
+    let summary =
+        recursa_data::build_arc(&opts).map_err(|e| recursa_core::Error::Other(e.to_string()))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).expect("plain data serialises")
+    );
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::VerifyReference { files, backend } => verify_reference(&files, &backend),
+        Command::Train {
+            config,
+            backend,
+            out,
+            overrides,
+            resume,
+        } => recursa::train::train(&config, &backend, out, &overrides, resume).map(|r| {
+            if let Some(r) = r {
+                println!(
+                    "final evaluation at step {}: exact accuracy {:.4} on {} held-out examples",
+                    r.step, r.exact_accuracy, r.examples
+                );
+            }
+            true
+        }),
+        Command::Data(cmd) => data_arc(cmd),
         Command::Plugins => {
             print_plugins();
             Ok(true)

@@ -18,7 +18,13 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
 /// The fixture kinds this release can run.
-pub const SUPPORTED_KINDS: &[&str] = &["trm_forward", "trm_train_step", "stablemax"];
+pub const SUPPORTED_KINDS: &[&str] = &[
+    "trm_forward",
+    "trm_train_step",
+    "stablemax",
+    "arc_dataset",
+    "arc_eval",
+];
 
 /// How a tensor is compared.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -41,6 +47,9 @@ pub struct Comparison {
     pub mismatches: usize,
     pub tolerance: Tolerance,
     pub ok: bool,
+    /// What was checked, for checks that are not one tensor (dataset and evaluator fixtures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Everything checked in one fixture file.
@@ -195,6 +204,7 @@ pub fn compare_f32(
         mismatches: bad,
         tolerance: Tolerance::Close { atol, rtol },
         ok: bad == 0,
+        detail: None,
     }
 }
 
@@ -217,7 +227,29 @@ pub fn compare_exact(name: &str, shape: Vec<usize>, got: &[i32], want: &[i32]) -
         mismatches: bad,
         tolerance: Tolerance::Exact,
         ok: bad == 0,
+        detail: None,
     }
+}
+
+/// The data crate's checks (ARC builder and evaluator fixtures) as comparisons:
+/// each is exact (sets keyed by puzzle name, pass@K in f64, the submission).
+fn data_checks(
+    checks: std::result::Result<Vec<recursa_data::Check>, recursa_data::DataError>,
+) -> Result<Vec<Comparison>> {
+    let checks = checks.map_err(|e| Error::Other(e.to_string()))?;
+    Ok(checks
+        .into_iter()
+        .map(|c| Comparison {
+            tensor: c.name,
+            shape: vec![],
+            max_abs_err: 0.0,
+            max_rel_err: 0.0,
+            mismatches: usize::from(!c.ok),
+            tolerance: Tolerance::Exact,
+            ok: c.ok,
+            detail: Some(c.detail),
+        })
+        .collect())
 }
 
 fn float_values<const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
@@ -293,6 +325,8 @@ pub fn verify_file(path: &Path, device: &Device) -> Result<Report> {
         "trm_forward" => verify_trm_forward(&fx, device)?,
         "trm_train_step" => crate::verify_train::verify_trm_train_step(&fx, device)?,
         "stablemax" => crate::verify_train::verify_stablemax(&fx, device)?,
+        "arc_dataset" => data_checks(recursa_data::verify_arc_dataset(path))?,
+        "arc_eval" => data_checks(recursa_data::verify_arc_eval(path))?,
         other => {
             return Err(Error::Other(format!(
                 "{}: fixture kind `{other}` is not supported by this release (supported: {})",

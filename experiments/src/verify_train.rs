@@ -85,6 +85,7 @@ fn compare_f64(
         mismatches: bad,
         tolerance: Tolerance::Close { atol, rtol },
         ok: bad == 0,
+        detail: None,
     }
 }
 

@@ -255,7 +255,7 @@ impl<B: Backend> ReasoningNet<B> {
         q_head.bias = Some(Param::from_tensor(Tensor::full([2], -5.0, device)));
         let h_init = buffer(rng.trunc_normal([c.hidden_size], 1.0, device));
         let l_init = buffer(rng.trunc_normal([c.hidden_size], 1.0, device));
-        Ok(ReasoningNet {
+        let mut net = ReasoningNet {
             embed_tokens,
             embed_pos,
             timestep_embed,
@@ -267,7 +267,9 @@ impl<B: Backend> ReasoningNet<B> {
             h_init,
             l_init,
             config: c.clone(),
-        })
+        };
+        crate::weights::stable_param_ids(&mut net);
+        Ok(net)
     }
 
     /// The puzzle-embedding rows of `puzzle_ids`, `[batch, puzzle_emb_ndim]`, or

@@ -6,6 +6,9 @@
 //! * [`lr`]: warmup + cosine.
 
 pub mod adam_atan2;
+pub mod checkpoint;
+pub mod examples;
 pub mod loss;
 pub mod lr;
 pub mod sign_sgd;
+pub mod trainer;

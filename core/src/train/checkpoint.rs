@@ -1,0 +1,186 @@
+//! Checkpoints: one directory per saved step, written whole or not at all.
+//!
+//! ```text
+//! checkpoints/step-000120/model.safetensors   network, reference names (loads in PyTorch too)
+//!                         optimizer.mpk       AdamATan2 moments (burn record, keyed by name-derived ids)
+//!                         carry.safetensors   the ACT carry (latents, steps, halted, data)
+//!                         trainer.json        step, sampler position, the experiment file
+//! checkpoints/latest                          name of the newest complete step directory
+//! ```
+//! A step directory is written under a temporary name and renamed when complete;
+//! `latest` is replaced atomically afterwards, then older steps are removed.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Int, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::step::{Batch, Carry, Latents};
+use crate::train::examples::SamplerState;
+use crate::weights::{read_f32, write_atomic};
+use crate::{Device, Error, Result, B};
+
+/// `trainer.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub step: usize,
+    pub sampler: SamplerState,
+    /// The experiment file the run was started with.
+    pub experiment: String,
+}
+
+/// Writes a checkpoint of `step` with `write(tmp_dir)`, then publishes it.
+pub fn save(dir: &Path, step: usize, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = format!("step-{step:06}");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let done = dir.join(&name);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(&done);
+    std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
+    write_atomic(&dir.join("latest"), name.as_bytes())?;
+    // Keep only the newest complete checkpoint.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let n = entry.file_name().to_string_lossy().to_string();
+            if n.starts_with("step-") && n != name {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The newest complete checkpoint directory under `dir`.
+pub fn latest(dir: &Path) -> Result<PathBuf> {
+    let latest = dir.join("latest");
+    let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
+    Ok(dir.join(name.trim()))
+}
+
+/// Reads a JSON file, naming it on error.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+}
+
+fn f32_bytes<const D: usize>(t: &Tensor<B, D>) -> (Vec<usize>, Vec<u8>) {
+    let v = t
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("converted to f32");
+    (
+        t.dims().to_vec(),
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+fn i32_bytes<const D: usize>(t: &Tensor<B, D, Int>) -> (Vec<usize>, Vec<u8>) {
+    let v = t
+        .clone()
+        .into_data()
+        .convert::<i32>()
+        .to_vec::<i32>()
+        .expect("converted to i32");
+    (
+        t.dims().to_vec(),
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+/// Writes the carry (exact values) to a safetensors file.
+pub fn save_carry(carry: &Carry, path: &Path) -> Result<()> {
+    let mut items = vec![
+        ("z_H", Dtype::F32, f32_bytes(&carry.latents.z_h)),
+        ("z_L", Dtype::F32, f32_bytes(&carry.latents.z_l)),
+        ("steps", Dtype::I32, i32_bytes(&carry.steps)),
+        ("halted", Dtype::I32, i32_bytes(&carry.halted.clone().int())),
+        ("inputs", Dtype::I32, i32_bytes(&carry.current_data.inputs)),
+        ("labels", Dtype::I32, i32_bytes(&carry.current_data.labels)),
+        (
+            "puzzle_identifiers",
+            Dtype::I32,
+            i32_bytes(&carry.current_data.puzzle_identifiers),
+        ),
+        ("preds", Dtype::I32, i32_bytes(&carry.preds)),
+    ];
+    if let Some(e) = &carry.episode {
+        items.push(("episode", Dtype::I32, i32_bytes(e)));
+    }
+    let views: Vec<_> = items
+        .iter()
+        .map(|(n, d, (shape, bytes))| {
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(*d, shape.clone(), bytes)
+                    .expect("shape matches bytes"),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, &None).map_err(|e| Error::Other(e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+fn int<const D: usize>(
+    st: &SafeTensors,
+    file: &str,
+    name: &str,
+    device: &Device,
+) -> Result<Tensor<B, D, Int>> {
+    let view = st.tensor(name).map_err(|_| Error::Weights {
+        file: file.into(),
+        name: name.into(),
+        message: "missing".into(),
+    })?;
+    let values: Vec<i32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Tensor::from_data(
+        TensorData::new(values, view.shape().to_vec()),
+        device,
+    ))
+}
+
+/// Reads a carry written by [`save_carry`].
+pub fn load_carry(path: &Path, device: &Device) -> Result<Carry> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let file = path.display().to_string();
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{file}: {e}")))?;
+    let float = |name: &str| -> Result<Tensor<B, 3>> {
+        let h = read_f32(&st, &file, name)?;
+        Ok(Tensor::from_data(
+            TensorData::new(h.values, h.shape),
+            device,
+        ))
+    };
+    let halted: Tensor<B, 1, Int> = int(&st, &file, "halted", device)?;
+    Ok(Carry {
+        latents: Latents {
+            z_h: float("z_H")?,
+            z_l: float("z_L")?,
+        },
+        steps: int(&st, &file, "steps", device)?,
+        halted: halted.equal_elem(1),
+        current_data: Batch {
+            inputs: int(&st, &file, "inputs", device)?,
+            labels: int(&st, &file, "labels", device)?,
+            puzzle_identifiers: int(&st, &file, "puzzle_identifiers", device)?,
+        },
+        preds: int(&st, &file, "preds", device)?,
+        episode: if st.tensor("episode").is_ok() {
+            Some(int(&st, &file, "episode", device)?)
+        } else {
+            None
+        },
+    })
+}

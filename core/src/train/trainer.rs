@@ -1,0 +1,362 @@
+//! The training loop: one optimizer step per supervision step, the carry kept
+//! across batches (the reference `pretrain.py` semantics), periodic evaluation
+//! that rolls out the maximum number of steps, JSON-lines metrics, atomic
+//! checkpoints and exact resume.
+//!
+//! Read [`Trainer::train_step`] top to bottom: get the carry, step, loss, backward,
+//! SignSGD on the puzzle rows, AdamATan2 on the dense parameters.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::ExperimentConfig;
+use crate::step::{Carry, LoopedModel, Net, StepContext};
+use crate::train::adam_atan2::{AdamAtan2, AdamAtan2Config};
+use crate::train::checkpoint;
+use crate::train::examples::{eval_batches, Examples, Sampler, SamplerState};
+use crate::train::loss::{act_loss, LossType, Metrics};
+use crate::train::lr::LrSchedule;
+use crate::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
+use crate::{Device, Error, Result, B};
+
+fn d_batch() -> usize {
+    768
+}
+fn d_lr() -> f64 {
+    1e-4
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_warmup() -> usize {
+    2000
+}
+fn d_puzzle_lr() -> f64 {
+    1e-2
+}
+fn d_wd() -> f64 {
+    0.1
+}
+fn d_beta1() -> f64 {
+    0.9
+}
+fn d_beta2() -> f64 {
+    0.95
+}
+
+/// `[train]` of an experiment file. Defaults are the reference `cfg_pretrain.yaml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps of the run (one per supervision step).
+    pub steps: usize,
+    /// Examples per optimizer step. Default 768.
+    #[serde(default = "d_batch")]
+    pub global_batch_size: usize,
+    /// AdamATan2 base rate. Default 1e-4.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Final rate / base rate of the cosine decay (1 = constant). Default 1.
+    #[serde(default = "d_one")]
+    pub lr_min_ratio: f64,
+    /// Linear warmup steps. Default 2000.
+    #[serde(default = "d_warmup")]
+    pub lr_warmup_steps: usize,
+    /// SignSGD rate of the puzzle embedding. Default 1e-2.
+    #[serde(default = "d_puzzle_lr")]
+    pub puzzle_emb_lr: f64,
+    /// Default 0.1.
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Default 0.1.
+    #[serde(default = "d_wd")]
+    pub puzzle_emb_weight_decay: f64,
+    /// Default 0.9.
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    /// Default 0.95.
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    /// `stablemax_cross_entropy` (default) or `softmax_cross_entropy`.
+    #[serde(default)]
+    pub loss: LossType,
+    /// Evaluate every this many steps (0: only at the end).
+    #[serde(default)]
+    pub eval_interval: usize,
+    /// Checkpoint every this many steps (0: at each evaluation and at the end).
+    #[serde(default)]
+    pub checkpoint_interval: usize,
+}
+
+/// What one evaluation measured: reference metrics after `max_steps` steps.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalResult {
+    pub step: usize,
+    pub examples: usize,
+    pub exact_accuracy: f64,
+    pub accuracy: f64,
+    pub seconds: f64,
+}
+
+/// Training state: the model, its optimizer, the carry and the sampler.
+pub struct Trainer {
+    pub model: LoopedModel,
+    optim: OptimizerAdaptor<AdamAtan2, Net, B>,
+    pub carry: Option<Carry>,
+    pub sampler: Sampler,
+    /// Optimizer steps taken.
+    pub step: usize,
+    pub config: TrainConfig,
+    seed: u64,
+    schedule: LrSchedule,
+}
+
+impl Trainer {
+    /// A fresh run of `experiment` on `device` (autodiff is switched on here).
+    pub fn new(experiment: &ExperimentConfig, device: &Device, train_rows: usize) -> Result<Self> {
+        let config = experiment
+            .train
+            .clone()
+            .ok_or_else(|| Error::config("train", "the experiment has no [train] section"))?;
+        let ad = Device::autodiff(device.clone());
+        let model = experiment.build(&ad)?;
+        let optim = AdamAtan2Config {
+            beta1: config.beta1,
+            beta2: config.beta2,
+            weight_decay: config.weight_decay,
+        }
+        .init::<B, Net>();
+        let sampler = Sampler::new(
+            experiment.seed,
+            train_rows,
+            config.global_batch_size,
+            SamplerState::default(),
+        )?;
+        let schedule = LrSchedule {
+            warmup_steps: config.lr_warmup_steps,
+            total_steps: config.steps,
+            min_ratio: config.lr_min_ratio,
+        };
+        Ok(Trainer {
+            model,
+            optim,
+            carry: None,
+            sampler,
+            step: 0,
+            config,
+            seed: experiment.seed,
+            schedule,
+        })
+    }
+
+    /// One optimizer step on the next batch; returns the reference's logged metrics.
+    pub fn train_step(&mut self, train: &Examples) -> Metrics {
+        let device = self.model.net.h_init.val().device();
+        self.step += 1;
+        let batch = train.batch(&self.sampler.next_rows(), &device);
+        let carry = self
+            .carry
+            .take()
+            .unwrap_or_else(|| self.model.initial_carry(&batch));
+        // Exploration draws from a stream fixed by (seed, step): resumable without RNG state.
+        let mut ctx =
+            StepContext::train(self.seed ^ (self.step as u64).wrapping_mul(0x2545f4914f6cdd1d));
+        let (carry, out) = self.model.step(carry, &batch, &mut ctx);
+        let loss = act_loss(&out, &carry, self.config.loss, |sc| {
+            self.model.halting.q_loss(&out, sc)
+        });
+        let grads = (loss.total * (1.0 / self.config.global_batch_size as f64)).backward();
+
+        let lr = self.schedule.lr(self.config.lr, self.step);
+        if let (Some((rows, ids)), Some(table)) = (&out.puzzle, &mut self.model.net.puzzle_emb) {
+            if let Some(g) = rows.grad(&grads) {
+                let puzzle_lr = self.schedule.lr(self.config.puzzle_emb_lr, self.step);
+                let sign = SignSgdConfig {
+                    weight_decay: self.config.puzzle_emb_weight_decay,
+                };
+                sign_sgd_step(
+                    &mut table.weights,
+                    Tensor::from_inner(g),
+                    ids.clone(),
+                    puzzle_lr,
+                    &sign,
+                );
+            }
+        }
+        let grads = GradientsParams::from_grads(grads, &self.model.net);
+        self.model.net = self.optim.step(lr, self.model.net.clone(), grads);
+        self.carry = Some(carry);
+        loss.metrics.normalised(self.config.global_batch_size)
+    }
+
+    /// Rolls every test example out for the policy's maximum steps (no gradient).
+    pub fn evaluate(&self, test: &Examples, batch_size: usize) -> EvalResult {
+        let start = Instant::now();
+        let net = self.model.net.valid();
+        let device = net.h_init.val().device();
+        let mut total = Metrics::default();
+        let mut ctx = StepContext::eval();
+        for rows in eval_batches(test.len(), batch_size) {
+            let batch = test.batch(&rows, &device);
+            let mut carry = self.model.initial_carry_on(&batch, &device);
+            for _ in 0..self.model.halting.max_steps() {
+                let (next, out) = self.model.step_with(&net, carry, &batch, &mut ctx);
+                carry = next;
+                if carry.halted.clone().all().into_scalar() != 0 {
+                    total.add(&act_loss(&out, &carry, self.config.loss, |_| (None, None)).metrics);
+                    break;
+                }
+            }
+        }
+        let n = total.count.max(1.0);
+        EvalResult {
+            step: self.step,
+            examples: total.count as usize,
+            exact_accuracy: total.exact_accuracy / n,
+            accuracy: total.accuracy / n,
+            seconds: start.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Writes a checkpoint under `dir` (see [`checkpoint`]).
+    pub fn save(&self, dir: &Path, experiment_toml: &str) -> Result<PathBuf> {
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        checkpoint::save(dir, self.step, |tmp| {
+            crate::weights::save_net_file(&self.model.net, &tmp.join("model.safetensors"), None)?;
+            if let Some(carry) = &self.carry {
+                checkpoint::save_carry(carry, &tmp.join("carry.safetensors"))?;
+            }
+            recorder
+                .record(self.optim.to_record(), tmp.join("optimizer"))
+                .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+            let state = checkpoint::TrainerState {
+                step: self.step,
+                sampler: self.sampler.state,
+                experiment: experiment_toml.to_string(),
+            };
+            crate::weights::write_atomic(
+                &tmp.join("trainer.json"),
+                serde_json::to_string_pretty(&state)
+                    .expect("plain data")
+                    .as_bytes(),
+            )
+        })
+    }
+
+    /// Restores the latest checkpoint under `dir` into this (freshly built) trainer.
+    pub fn resume(&mut self, dir: &Path, train_rows: usize) -> Result<()> {
+        let path = checkpoint::latest(dir)?;
+        let state: checkpoint::TrainerState = checkpoint::read_json(&path.join("trainer.json"))?;
+        crate::weights::load_net_file(&mut self.model.net, &path.join("model.safetensors"))?;
+        let device = self.model.net.h_init.val().device();
+        let carry_path = path.join("carry.safetensors");
+        self.carry = if carry_path.exists() {
+            Some(checkpoint::load_carry(&carry_path, &device)?)
+        } else {
+            None
+        };
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let record = recorder
+            .load(path.join("optimizer"), &device)
+            .map_err(|e| Error::Other(format!("{}: optimizer state: {e}", path.display())))?;
+        self.optim =
+            std::mem::replace(&mut self.optim, AdamAtan2Config::default().init::<B, Net>())
+                .load_record(record);
+        self.step = state.step;
+        self.sampler = Sampler::new(
+            self.seed,
+            train_rows,
+            self.config.global_batch_size,
+            state.sampler,
+        )?;
+        Ok(())
+    }
+}
+
+use burn::tensor::Tensor;
+
+/// Runs `trainer` to `config.steps`, evaluating, logging JSON lines to `log` and a
+/// progress line to stderr, checkpointing into `run_dir/checkpoints`. Stops with a
+/// saved state and an error when the loss stops being finite.
+pub fn fit(
+    trainer: &mut Trainer,
+    train: &Examples,
+    test: &Examples,
+    run_dir: &Path,
+    experiment_toml: &str,
+    log: &mut dyn Write,
+) -> Result<Option<EvalResult>> {
+    let cfg = trainer.config.clone();
+    let checkpoints = run_dir.join("checkpoints");
+    let eval_every = if cfg.eval_interval == 0 {
+        cfg.steps
+    } else {
+        cfg.eval_interval
+    };
+    let save_every = if cfg.checkpoint_interval == 0 {
+        eval_every
+    } else {
+        cfg.checkpoint_interval
+    };
+    let tokens_per_step = (cfg.global_batch_size * train.seq_len) as f64;
+    let start = Instant::now();
+    let first = trainer.step;
+    let mut last_eval = None;
+    let io = |e: std::io::Error| Error::io(run_dir.join("metrics.jsonl"), e);
+    while trainer.step < cfg.steps {
+        let m = trainer.train_step(train);
+        let step = trainer.step;
+        if !(m.lm_loss.is_finite() && m.q_halt_loss.is_finite()) {
+            let saved = trainer.save(&checkpoints, experiment_toml)?;
+            return Err(Error::Other(format!(
+                "step {step}: the loss is not finite (lm_loss {}, q_halt_loss {}); state saved in {}",
+                m.lm_loss,
+                m.q_halt_loss,
+                saved.display()
+            )));
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let rate = (step - first) as f64 / elapsed.max(1e-9);
+        let line = serde_json::json!({
+            "kind": "train", "step": step, "lr": trainer.schedule.lr(cfg.lr, step),
+            "lm_loss": m.lm_loss, "q_halt_loss": m.q_halt_loss, "accuracy": m.accuracy,
+            "exact_accuracy": m.exact_accuracy, "q_halt_accuracy": m.q_halt_accuracy,
+            "steps": m.steps, "count": m.count,
+            "examples_per_s": rate * cfg.global_batch_size as f64, "tokens_per_s": rate * tokens_per_step,
+        });
+        writeln!(log, "{line}").map_err(io)?;
+        let eta = (cfg.steps - step) as f64 / rate.max(1e-9);
+        eprint!(
+            "\rstep {step}/{} | loss {:.4} | acc {:.3} | exact {:.3} | {:.0} ex/s | ETA {:.0}s   ",
+            cfg.steps,
+            m.lm_loss,
+            m.accuracy,
+            m.exact_accuracy,
+            rate * cfg.global_batch_size as f64,
+            eta
+        );
+        if step % eval_every == 0 || step == cfg.steps {
+            let r = trainer.evaluate(test, cfg.global_batch_size);
+            let line = serde_json::json!({ "kind": "eval", "step": step, "exact_accuracy": r.exact_accuracy,
+                "accuracy": r.accuracy, "examples": r.examples, "seconds": r.seconds });
+            writeln!(log, "{line}").map_err(io)?;
+            eprintln!(
+                "\neval at step {step}: exact accuracy {:.4} ({} examples), token accuracy {:.4}",
+                r.exact_accuracy, r.examples, r.accuracy
+            );
+            last_eval = Some(r);
+        }
+        if step % save_every == 0 || step == cfg.steps {
+            trainer.save(&checkpoints, experiment_toml)?;
+        }
+        log.flush().map_err(io)?;
+    }
+    Ok(last_eval)
+}

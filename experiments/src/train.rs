@@ -1,0 +1,132 @@
+//! `recursa train`: run an experiment file from scratch or resume it.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use recursa_core::experiment::ExperimentConfig;
+use recursa_core::train::trainer::{fit, EvalResult, Trainer};
+use recursa_core::{Error, Result};
+
+use crate::tasks;
+
+/// Applies `--set a.b=value` overrides to experiment TOML text. The value is read
+/// as TOML (`3`, `1e-3`, `true`, `"rope"`), or as a string when it is not.
+pub fn apply_overrides(text: &str, source: &str, overrides: &[String]) -> Result<String> {
+    if overrides.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut doc: toml::Table = toml::from_str(text)
+        .map_err(|e| Error::config(source, format!("not valid TOML: {}", e.message())))?;
+    for o in overrides {
+        let (path, value) = o.split_once('=').ok_or_else(|| {
+            Error::config(
+                format!("--set {o}"),
+                "expected KEY=VALUE, e.g. train.steps=100",
+            )
+        })?;
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let keys: Vec<&str> = path.split('.').collect();
+        let (last, tables) = keys.split_last().expect("split always yields one part");
+        let mut table = &mut doc;
+        for k in tables {
+            table = table
+                .entry(k.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| {
+                    Error::config(format!("--set {o}"), format!("`{k}` is not a table"))
+                })?;
+        }
+        table.insert(last.to_string(), value);
+    }
+    Ok(toml::to_string(&doc).expect("a TOML table serialises"))
+}
+
+/// Trains `config_path` on `backend`; `out` is the run directory (default
+/// `runs/<config name>`). With `resume`, continues the run in `out` exactly.
+pub fn train(
+    config_path: &Path,
+    backend: &str,
+    out: Option<PathBuf>,
+    overrides: &[String],
+    resume: bool,
+) -> Result<Option<EvalResult>> {
+    let source = config_path.display().to_string();
+    let run_dir = out.unwrap_or_else(|| {
+        PathBuf::from("runs").join(
+            config_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or("run".into()),
+        )
+    });
+    let text = if resume {
+        // The run's own resolved config, so a resumed run is the same run.
+        let resolved = run_dir.join("config.toml");
+        std::fs::read_to_string(&resolved).map_err(|e| Error::io(&resolved, e))?
+    } else {
+        let raw = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
+        apply_overrides(&raw, &source, overrides)?
+    };
+    let experiment = ExperimentConfig::from_toml(&text, &source)?;
+    let data = experiment
+        .data
+        .as_ref()
+        .ok_or_else(|| Error::config(format!("{source}: data"), "missing [data] section"))?;
+    let (train_set, test_set) = tasks::generate(data, experiment.seed)?;
+    let net = &experiment.net;
+    if train_set.seq_len != net.seq_len {
+        return Err(Error::config(
+            format!("{source}: net.seq_len"),
+            format!(
+                "{} but the data has {} tokens per example",
+                net.seq_len, train_set.seq_len
+            ),
+        ));
+    }
+    train_set.validate("train split", net.vocab_size, net.num_puzzle_identifiers)?;
+    test_set.validate("test split", net.vocab_size, net.num_puzzle_identifiers)?;
+
+    if !resume {
+        if run_dir.join("config.toml").exists() {
+            return Err(Error::Other(format!(
+                "{}: a run is already there; pass --resume to continue it or --out to start another",
+                run_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        recursa_core::weights::write_atomic(&run_dir.join("config.toml"), text.as_bytes())?;
+    }
+    let device = recursa_backends::device(backend)?;
+    let mut trainer = Trainer::new(&experiment, &device, train_set.len())?;
+    if resume {
+        trainer.resume(&run_dir.join("checkpoints"), train_set.len())?;
+        eprintln!("resumed {} at step {}", run_dir.display(), trainer.step);
+    }
+    let calls = trainer.model.schedule.calls_per_step();
+    eprintln!(
+        "{source}: {} parameters, {} train / {} test examples, {} network calls per supervision step, backend {backend}, run {}",
+        trainer.model.net.num_trainable_params(),
+        train_set.len(),
+        test_set.len(),
+        calls.total(),
+        run_dir.display()
+    );
+    let log_path = run_dir.join("metrics.jsonl");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
+    fit(
+        &mut trainer,
+        &train_set,
+        &test_set,
+        &run_dir,
+        &text,
+        &mut log,
+    )
+}
