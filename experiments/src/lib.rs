@@ -2,6 +2,7 @@
 //!
 //! * [`verify`]: check this implementation against a reference fixture file.
 
+pub mod bench;
 pub mod tasks;
 pub mod train;
 pub mod verify;

@@ -57,6 +57,30 @@ enum Command {
         /// Continue the run in --out (or runs/<config name>) from its latest checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Stop after this optimizer step with a checkpoint (continue later with --resume).
+        #[arg(long)]
+        until: Option<usize>,
+    },
+    /// Measure training-step and evaluation throughput (examples/s, tokens/s, TFLOP/s, MFU).
+    #[command(
+        after_help = "Examples:\n  recursa bench --config experiments/configs/quick-rotate.toml\n  recursa bench --config experiments/configs/trm-arc1.toml --backend cuda --batch 768 --peak-tflops 989"
+    )]
+    Bench {
+        /// Experiment file (TOML); its [train] section gives the batch size.
+        #[arg(long)]
+        config: PathBuf,
+        /// Device: cpu, cuda, cuda:N, wgpu, tch.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Timed training steps (after 2 warm-up steps).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Batch size (default: the experiment's train.global_batch_size).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Peak TFLOP/s of the device, to report model-FLOPs utilisation.
+        #[arg(long)]
+        peak_tflops: Option<f64>,
     },
     /// Build datasets in the reference on-disk format.
     #[command(subcommand)]
@@ -143,7 +167,8 @@ fn main() -> ExitCode {
             out,
             overrides,
             resume,
-        } => recursa::train::train(&config, &backend, out, &overrides, resume).map(|r| {
+            until,
+        } => recursa::train::train(&config, &backend, out, &overrides, resume, until).map(|r| {
             if let Some(r) = r {
                 println!(
                     "final evaluation at step {}: exact accuracy {:.4} on {} held-out examples",
@@ -153,6 +178,16 @@ fn main() -> ExitCode {
             true
         }),
         Command::Data(cmd) => data_arc(cmd),
+        Command::Bench { config, backend, steps, batch, peak_tflops } => {
+            ExperimentConfig::load(&config).and_then(|e| recursa::bench::bench(&e, &backend, steps, batch, peak_tflops)).map(|r| {
+                println!("model FLOPs assumed: {:.3e} per training step (forward of every call, plus 2x forward for the calls with gradient and the LM head), {:.3e} per evaluated example", r.train_flops_per_step, r.eval_flops_per_example);
+                println!("train: {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}", r.train_examples_per_s, r.train_tokens_per_s, r.train_tflops,
+                    r.mfu.map(|m| format!(", MFU {:.1}%", 100.0 * m)).unwrap_or_default());
+                println!("eval:  {:.1} examples/s (rollouts of the halting policy's maximum steps)", r.eval_examples_per_s);
+                println!("{}", serde_json::to_string(&r).expect("plain data"));
+                true
+            })
+        }
         Command::Plugins => {
             print_plugins();
             Ok(true)

@@ -46,13 +46,15 @@ pub fn apply_overrides(text: &str, source: &str, overrides: &[String]) -> Result
 }
 
 /// Trains `config_path` on `backend`; `out` is the run directory (default
-/// `runs/<config name>`). With `resume`, continues the run in `out` exactly.
+/// `runs/<config name>`). With `resume`, continues the run in `out` exactly; with
+/// `until`, stops after that step with a checkpoint.
 pub fn train(
     config_path: &Path,
     backend: &str,
     out: Option<PathBuf>,
     overrides: &[String],
     resume: bool,
+    until: Option<usize>,
 ) -> Result<Option<EvalResult>> {
     let source = config_path.display().to_string();
     let run_dir = out.unwrap_or_else(|| {
@@ -127,6 +129,7 @@ pub fn train(
         &test_set,
         &run_dir,
         &text,
+        until,
         &mut log,
     )
 }

@@ -303,9 +303,7 @@ fn check_train_step(
     fx: &Fixture,
     p: &str,
     model: &LoopedModel,
-    carry: &Carry,
-    out: &StepOutput,
-    step_loss: StepLoss,
+    (carry, out, step_loss): (&Carry, &StepOutput, StepLoss),
     global_batch: usize,
 ) -> Result<Vec<Comparison>> {
     let mut c = vec![
@@ -581,9 +579,7 @@ pub fn verify_trm_train_step(fx: &Fixture, device: &Device) -> Result<Vec<Compar
         fx,
         "",
         &model,
-        &carry,
-        &step_out,
-        step_loss,
+        (&carry, &step_out, step_loss),
         global_batch,
     )?);
 
@@ -608,9 +604,7 @@ pub fn verify_trm_train_step(fx: &Fixture, device: &Device) -> Result<Vec<Compar
         fx,
         "step2.",
         &model,
-        &carry2,
-        &out2,
-        loss2,
+        (&carry2, &out2, loss2),
         global_batch,
     )?);
     out.extend(check_optimizers(

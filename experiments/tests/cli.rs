@@ -105,3 +105,71 @@ fn inspect_prints_the_parameter_count() {
     assert!(out.contains("parameters: 5028866"), "{out}");
     assert!(out.contains("336 network calls per example"), "{out}");
 }
+
+fn train_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+    let dir = std::env::temp_dir().join(format!("recursa-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let config = "experiments/configs/quick-rotate.toml";
+    let common = [
+        "--set",
+        "train.steps=10",
+        "--set",
+        "train.eval_interval=5",
+        "--set",
+        "train.global_batch_size=16",
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["train", "--config", config];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        let (code, out, err) = recursa(&args);
+        assert_eq!(code, 0, "{out}\n{err}");
+    };
+    run(&["--out", a.to_str().unwrap()]);
+    // Interrupted at step 6 (mid-episode: max_steps is 4), then resumed in a new process.
+    run(&["--out", b.to_str().unwrap(), "--until", "6"]);
+    assert_eq!(train_lines(&b.join("metrics.jsonl")).len(), 6);
+    let (code, out, err) = recursa(&[
+        "train",
+        "--config",
+        config,
+        "--out",
+        b.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (la, lb) = (
+        train_lines(&a.join("metrics.jsonl")),
+        train_lines(&b.join("metrics.jsonl")),
+    );
+    assert_eq!(la.len(), 10);
+    assert_eq!(lb.len(), 10);
+    for (x, y) in la.iter().zip(&lb) {
+        for key in [
+            "step",
+            "lm_loss",
+            "q_halt_loss",
+            "accuracy",
+            "exact_accuracy",
+            "lr",
+        ] {
+            assert_eq!(x[key], y[key], "{key} at step {}", x["step"]);
+        }
+    }
+    // A second fresh run into an existing run directory is refused, not overwritten.
+    let (code, _, err) = recursa(&["train", "--config", config, "--out", a.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--resume"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -116,6 +116,8 @@ pub struct Trainer {
     pub config: TrainConfig,
     seed: u64,
     schedule: LrSchedule,
+    /// The device without autodiff, where optimizer state lives.
+    device: Device,
 }
 
 impl Trainer {
@@ -153,6 +155,7 @@ impl Trainer {
             config,
             seed: experiment.seed,
             schedule,
+            device: device.clone(),
         })
     }
 
@@ -264,7 +267,7 @@ impl Trainer {
         };
         let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
         let record = recorder
-            .load(path.join("optimizer"), &device)
+            .load(path.join("optimizer"), &self.device)
             .map_err(|e| Error::Other(format!("{}: optimizer state: {e}", path.display())))?;
         self.optim =
             std::mem::replace(&mut self.optim, AdamAtan2Config::default().init::<B, Net>())
@@ -282,15 +285,17 @@ impl Trainer {
 
 use burn::tensor::Tensor;
 
-/// Runs `trainer` to `config.steps`, evaluating, logging JSON lines to `log` and a
-/// progress line to stderr, checkpointing into `run_dir/checkpoints`. Stops with a
-/// saved state and an error when the loss stops being finite.
+/// Runs `trainer` to `config.steps` (or to step `until`, leaving a checkpoint to
+/// resume from), evaluating, logging JSON lines to `log` and a progress line to
+/// stderr, checkpointing into `run_dir/checkpoints`. Stops with a saved state and
+/// an error when the loss stops being finite.
 pub fn fit(
     trainer: &mut Trainer,
     train: &Examples,
     test: &Examples,
     run_dir: &Path,
     experiment_toml: &str,
+    until: Option<usize>,
     log: &mut dyn Write,
 ) -> Result<Option<EvalResult>> {
     let cfg = trainer.config.clone();
@@ -310,7 +315,8 @@ pub fn fit(
     let first = trainer.step;
     let mut last_eval = None;
     let io = |e: std::io::Error| Error::io(run_dir.join("metrics.jsonl"), e);
-    while trainer.step < cfg.steps {
+    let stop = until.unwrap_or(cfg.steps).min(cfg.steps);
+    while trainer.step < stop {
         let m = trainer.train_step(train);
         let step = trainer.step;
         if !(m.lm_loss.is_finite() && m.q_halt_loss.is_finite()) {
@@ -342,7 +348,7 @@ pub fn fit(
             rate * cfg.global_batch_size as f64,
             eta
         );
-        if step % eval_every == 0 || step == cfg.steps {
+        if step.is_multiple_of(eval_every) || step == cfg.steps {
             let r = trainer.evaluate(test, cfg.global_batch_size);
             let line = serde_json::json!({ "kind": "eval", "step": step, "exact_accuracy": r.exact_accuracy,
                 "accuracy": r.accuracy, "examples": r.examples, "seconds": r.seconds });
@@ -353,10 +359,17 @@ pub fn fit(
             );
             last_eval = Some(r);
         }
-        if step % save_every == 0 || step == cfg.steps {
+        if step.is_multiple_of(save_every) || step == stop {
             trainer.save(&checkpoints, experiment_toml)?;
         }
         log.flush().map_err(io)?;
+    }
+    if trainer.step < cfg.steps {
+        eprintln!(
+            "\nstopped at step {} of {}; continue with --resume",
+            trainer.step, cfg.steps
+        );
+        return Ok(None);
     }
     Ok(last_eval)
 }

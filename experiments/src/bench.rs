@@ -1,0 +1,136 @@
+//! `recursa bench`: training-step and evaluation throughput of an experiment's
+//! model on a backend, with the model FLOPs it assumed. Figures, not tests.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use recursa_core::experiment::ExperimentConfig;
+use recursa_core::model::{layers::swiglu_intermediate, NetConfig};
+use recursa_core::train::examples::Examples;
+use recursa_core::train::trainer::Trainer;
+use recursa_core::{Error, Result, B};
+use serde::Serialize;
+
+/// Forward FLOPs of one network call (one level of blocks) for one example.
+pub fn net_call_flops(c: &NetConfig) -> f64 {
+    let (s, h) = (c.total_len() as f64, c.hidden_size as f64);
+    let inter = swiglu_intermediate(c.hidden_size, c.expansion) as f64;
+    let mlp = 2.0 * s * 3.0 * h * inter;
+    let mixer = if c.mlp_t {
+        let inter_t = swiglu_intermediate(c.total_len(), c.expansion) as f64;
+        2.0 * h * 3.0 * s * inter_t
+    } else {
+        // q|k|v and o projections, then scores and the weighted sum.
+        2.0 * s * 4.0 * h * h + 2.0 * 2.0 * s * s * h
+    };
+    c.l_layers as f64 * (mlp + mixer)
+}
+
+/// What one benchmark measured.
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    pub backend: String,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub train_steps: usize,
+    pub train_seconds: f64,
+    pub train_examples_per_s: f64,
+    pub train_tokens_per_s: f64,
+    pub train_flops_per_step: f64,
+    pub train_tflops: f64,
+    pub eval_examples_per_s: f64,
+    pub eval_flops_per_example: f64,
+    pub mfu: Option<f64>,
+}
+
+/// Times `steps` training steps (after 2 warm-up steps) and one full-depth
+/// evaluation of `batch` random examples.
+pub fn bench(
+    experiment: &ExperimentConfig,
+    backend: &str,
+    steps: usize,
+    batch: Option<usize>,
+    peak_tflops: Option<f64>,
+) -> Result<BenchResult> {
+    let mut experiment_train = experiment
+        .train
+        .clone()
+        .ok_or_else(|| Error::config("train", "bench needs a [train] section"))?;
+    if let Some(b) = batch {
+        experiment_train.global_batch_size = b;
+    }
+    let batch = experiment_train.global_batch_size;
+    let c = &experiment.net;
+    // Random tokens: throughput does not depend on the data.
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let rows = batch * (steps + 2);
+    let examples = Examples {
+        seq_len: c.seq_len,
+        inputs: (0..rows * c.seq_len)
+            .map(|_| rng.random_range(0..c.vocab_size as i32))
+            .collect(),
+        labels: (0..rows * c.seq_len)
+            .map(|_| rng.random_range(0..c.vocab_size as i32))
+            .collect(),
+        puzzle_identifiers: (0..rows)
+            .map(|_| rng.random_range(0..c.num_puzzle_identifiers.max(1) as i32))
+            .collect(),
+    };
+    let device = recursa_backends::device(backend)?;
+    let exp = ExperimentConfig {
+        train: Some(experiment_train),
+        ..clone_experiment(experiment)?
+    };
+    let mut trainer = Trainer::new(&exp, &device, examples.len())?;
+    for _ in 0..2 {
+        trainer.train_step(&examples);
+    }
+    B::sync(&device).map_err(|e| Error::Backend(format!("{e:?}")))?;
+    let start = Instant::now();
+    for _ in 0..steps {
+        trainer.train_step(&examples);
+    }
+    B::sync(&device).map_err(|e| Error::Backend(format!("{e:?}")))?;
+    let train_seconds = start.elapsed().as_secs_f64();
+
+    let calls = trainer.model.schedule.calls_per_step();
+    let call = net_call_flops(c);
+    let head = 2.0 * c.seq_len as f64 * c.hidden_size as f64 * c.vocab_size as f64;
+    // Backward costs twice the forward, for the calls that carry gradient.
+    let per_example =
+        calls.without_grad as f64 * call + 3.0 * (calls.with_grad as f64 * call + head);
+    let train_flops_per_step = per_example * batch as f64;
+    let per_s = steps as f64 / train_seconds;
+
+    let eval_rows = Examples {
+        seq_len: c.seq_len,
+        inputs: examples.inputs[..batch * c.seq_len].to_vec(),
+        labels: examples.labels[..batch * c.seq_len].to_vec(),
+        puzzle_identifiers: examples.puzzle_identifiers[..batch].to_vec(),
+    };
+    let eval = trainer.evaluate(&eval_rows, batch);
+    let max_steps = trainer.model.halting.max_steps() as f64;
+    let eval_flops_per_example = max_steps * (calls.total() as f64 * call + head);
+    let train_tflops = train_flops_per_step * per_s / 1e12;
+    Ok(BenchResult {
+        backend: backend.to_string(),
+        batch,
+        seq_len: c.seq_len,
+        train_steps: steps,
+        train_seconds,
+        train_examples_per_s: per_s * batch as f64,
+        train_tokens_per_s: per_s * (batch * c.seq_len) as f64,
+        train_flops_per_step,
+        train_tflops,
+        eval_examples_per_s: batch as f64 / eval.seconds,
+        eval_flops_per_example,
+        mfu: peak_tflops.map(|p| train_tflops / p),
+    })
+}
+
+fn clone_experiment(e: &ExperimentConfig) -> Result<ExperimentConfig> {
+    let text = toml::to_string(e).map_err(|err| Error::Other(err.to_string()))?;
+    ExperimentConfig::from_toml(&text, "bench")
+}
