@@ -10,7 +10,7 @@
 //!
 //! The carried latents are detached: no gradient flows between supervision steps.
 
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{activation, Bool, Int, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -83,6 +83,11 @@ pub struct StepOutput {
     pub q_continue_logits: Tensor<B, 1>,
     /// The labels this step is trained against (from the supervision target). `[batch, seq_len]`
     pub target: Tensor<B, 2, Int>,
+    /// Q-learning target for `q_continue` (halting policies that bootstrap it, in
+    /// training): `sigmoid(q_halt')` on a row's last step, else
+    /// `sigmoid(max(q_halt', q_continue'))`, where the primed logits come from one
+    /// more no-grad pass of the step on the new carry. `[batch]`
+    pub target_q_continue: Option<Tensor<B, 1>>,
     /// The puzzle-embedding rows used (in training: the leaf whose gradient
     /// trains the table), with their ids. `[batch, puzzle_emb_ndim]`, `[batch]`
     pub puzzle: Option<(Tensor<B, 2>, Tensor<B, 1, Int>)>,
@@ -228,12 +233,32 @@ impl LoopedModel {
             .schedule
             .embed(net, &data, puzzle.clone(), &steps, &carry.preds);
         let rope = net.rope(&x.device());
-        let latents = self.schedule.recurse(net, latents, x, rope.as_ref());
+        let latents = self
+            .schedule
+            .recurse(net, latents, x.clone(), rope.as_ref());
 
         let logits = net.lm_head(latents.z_h.clone());
         let (q_halt_logits, q_continue_logits) = net.q_head(latents.z_h.clone());
 
         let steps = steps + 1;
+        let target_q_continue = (ctx.training && self.halting.bootstraps_q()).then(|| {
+            // No replay buffer or target network, as the reference (PQN-style).
+            let next = self.schedule.recurse(
+                net,
+                Latents {
+                    z_h: latents.z_h.clone().detach(),
+                    z_l: latents.z_l.clone().detach(),
+                },
+                x.clone().detach(),
+                rope.as_ref(),
+            );
+            let (next_halt, next_continue) = net.q_head(next.z_h);
+            let is_last = steps
+                .clone()
+                .greater_equal_elem(self.halting.max_steps() as i64);
+            let best = next_halt.clone().max_pair(next_continue);
+            activation::sigmoid(best.mask_where(is_last, next_halt)).detach()
+        });
         let target = self.target.target(&data, episode.as_ref(), &steps);
         let preds = logits.clone().detach().argmax(2).squeeze_dim(2);
         let halted = self.halting.halted(
@@ -262,6 +287,7 @@ impl LoopedModel {
             q_halt_logits,
             q_continue_logits,
             target,
+            target_q_continue,
             puzzle: puzzle.map(|rows| (rows, carry_data_ids)),
         };
         (carry, out)

@@ -374,3 +374,96 @@ pub fn stable_param_ids<B: Backend>(net: &mut ReasoningNet<B>) {
     }
     visit_net(net, &mut Renamer);
 }
+
+/// What [`import_torch`] did besides copying tensors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImportReport {
+    /// Tensors taken from the checkpoint.
+    pub tensors: usize,
+    /// `(found, expected)` shape of a puzzle table replaced by its mean row.
+    pub puzzle_table_reset: Option<(Vec<usize>, Vec<usize>)>,
+}
+
+/// Loads an official PyTorch TRM checkpoint (`torch.save` of the state dict, keys
+/// `_orig_mod.model.inner.…`, or `model.inner.…` / `inner.…`) into `net`.
+///
+/// As the reference `pretrain.py` does when it loads a checkpoint, a puzzle-embedding
+/// table whose shape differs from this network's (another dataset) is replaced by
+/// its mean row repeated to the expected shape. Every other tensor must match.
+pub fn import_torch<B: Backend>(net: &mut ReasoningNet<B>, path: &Path) -> Result<ImportReport> {
+    let file = path.display().to_string();
+    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| Error::Weights {
+        file: file.clone(),
+        name: "*".into(),
+        message: format!("not a readable PyTorch checkpoint: {e}"),
+    })?;
+    let mut state: Vec<(String, HostTensor)> = Vec::new();
+    for (key, snapshot) in reader.into_tensors() {
+        let name = key.strip_prefix("_orig_mod.").unwrap_or(&key);
+        let name = name.strip_prefix("model.").unwrap_or(name);
+        if !name.starts_with("inner.") {
+            continue;
+        }
+        let data = snapshot.to_data().map_err(|e| Error::Weights {
+            file: file.clone(),
+            name: key.clone(),
+            message: format!("{e:?}"),
+        })?;
+        let shape = data.shape.to_vec();
+        let values = data
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| Error::Weights {
+                file: file.clone(),
+                name: key.clone(),
+                message: format!("{e:?}"),
+            })?;
+        state.push((name.to_string(), HostTensor { shape, values }));
+    }
+    let mut report = ImportReport {
+        tensors: state.len(),
+        puzzle_table_reset: None,
+    };
+    if let Some(table) = &net.puzzle_emb {
+        let expected = table.weights.shape().dims::<2>().to_vec();
+        if let Some((_, t)) = state
+            .iter_mut()
+            .find(|(n, _)| n == "inner.puzzle_emb.weights")
+        {
+            if t.shape != expected
+                && t.shape.len() == 2
+                && t.shape[1] == expected[1]
+                && t.shape[0] > 0
+            {
+                let (rows, width) = (t.shape[0], t.shape[1]);
+                let mean: Vec<f32> = (0..width)
+                    .map(|j| {
+                        ((0..rows)
+                            .map(|i| t.values[i * width + j] as f64)
+                            .sum::<f64>()
+                            / rows as f64) as f32
+                    })
+                    .collect();
+                report.puzzle_table_reset = Some((t.shape.clone(), expected.clone()));
+                *t = HostTensor {
+                    values: mean.repeat(expected[0]),
+                    shape: expected,
+                };
+            }
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
+        .into_iter()
+        .map(|(n, t)| (n, t.shape, bytemuck_f32(&t.values).to_vec()))
+        .collect();
+    let views = bytes.iter().map(|(n, s, b)| {
+        (
+            n.clone(),
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .expect("shape and byte length agree"),
+        )
+    });
+    let st = safetensors::serialize(views, &None).map_err(|e| Error::Other(e.to_string()))?;
+    load_net(net, &st, &file, "")?;
+    Ok(report)
+}

@@ -39,7 +39,7 @@ enum Command {
     },
     /// Train an experiment file; metrics go to RUN/metrics.jsonl, checkpoints to RUN/checkpoints.
     #[command(
-        after_help = "Examples:\n  recursa train --config experiments/configs/quick-rotate.toml\n  recursa train --config experiments/configs/quick-rotate.toml --set train.steps=50 --out runs/short\n  recursa train --config experiments/configs/quick-rotate.toml --out runs/short --resume"
+        after_help = "Examples:\n  recursa train --config experiments/configs/quick-flip.toml\n  recursa train --config experiments/configs/quick-flip.toml --set train.steps=50 --out runs/short\n  recursa train --config experiments/configs/quick-flip.toml --out runs/short --resume"
     )]
     Train {
         /// Experiment file (TOML) with [net], [schedule], [target], [halting], [train] and [data].
@@ -63,7 +63,7 @@ enum Command {
     },
     /// Measure training-step and evaluation throughput (examples/s, tokens/s, TFLOP/s, MFU).
     #[command(
-        after_help = "Examples:\n  recursa bench --config experiments/configs/quick-rotate.toml\n  recursa bench --config experiments/configs/trm-arc1.toml --backend cuda --batch 768 --peak-tflops 989"
+        after_help = "Examples:\n  recursa bench --config experiments/configs/quick-flip.toml\n  recursa bench --config experiments/configs/trm-arc1.toml --backend cuda --batch 768 --peak-tflops 989"
     )]
     Bench {
         /// Experiment file (TOML); its [train] section gives the batch size.
@@ -81,6 +81,21 @@ enum Command {
         /// Peak TFLOP/s of the device, to report model-FLOPs utilisation.
         #[arg(long)]
         peak_tflops: Option<f64>,
+    },
+    /// Convert an official PyTorch TRM checkpoint (torch.save state dict) to safetensors for an experiment.
+    #[command(
+        after_help = "Example:\n  recursa import-torch --checkpoint step_518071 --config experiments/configs/trm-arc1.toml --out trm-arc1.safetensors\n  recursa train --config experiments/configs/trm-arc1.toml --set train.init_from=\"trm-arc1.safetensors\""
+    )]
+    ImportTorch {
+        /// The PyTorch checkpoint (keys `_orig_mod.model.inner.*`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The experiment whose network the weights are for.
+        #[arg(long)]
+        config: PathBuf,
+        /// Output safetensors file (reference names).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Build datasets in the reference on-disk format.
     #[command(subcommand)]
@@ -157,6 +172,28 @@ fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
     Ok(true)
 }
 
+fn import_torch(
+    checkpoint: &std::path::Path,
+    config: &std::path::Path,
+    out: &std::path::Path,
+) -> recursa_core::Result<bool> {
+    let experiment = ExperimentConfig::load(config)?;
+    let device = recursa_backends::device("cpu")?;
+    let mut net = recursa_core::step::Net::new(&experiment.net, experiment.seed, &device)?;
+    let report = recursa_core::weights::import_torch(&mut net, checkpoint)?;
+    if let Some((found, expected)) = &report.puzzle_table_reset {
+        eprintln!("puzzle embedding table {found:?} replaced by its mean row repeated to {expected:?} (as pretrain.py does)");
+    }
+    recursa_core::weights::save_net_file(&net, out, None)?;
+    println!(
+        "{}: {} tensors imported from {}",
+        out.display(),
+        report.tensors,
+        checkpoint.display()
+    );
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -178,6 +215,7 @@ fn main() -> ExitCode {
             true
         }),
         Command::Data(cmd) => data_arc(cmd),
+        Command::ImportTorch { checkpoint, config, out } => import_torch(&checkpoint, &config, &out),
         Command::Bench { config, backend, steps, batch, peak_tflops } => {
             ExperimentConfig::load(&config).and_then(|e| recursa::bench::bench(&e, &backend, steps, batch, peak_tflops)).map(|r| {
                 println!("model FLOPs assumed: {:.3e} per training step (forward of every call, plus 2x forward for the calls with gradient and the LM head), {:.3e} per evaluated example", r.train_flops_per_step, r.eval_flops_per_example);

@@ -120,7 +120,7 @@ fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let dir = std::env::temp_dir().join(format!("recursa-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (a, b) = (dir.join("a"), dir.join("b"));
-    let config = "experiments/configs/quick-rotate.toml";
+    let config = "experiments/configs/quick-flip.toml";
     let common = [
         "--set",
         "train.steps=10",

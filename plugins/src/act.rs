@@ -5,10 +5,9 @@
 //! but not before a random minimum drawn with probability `exploration`
 //! (uniform in 2..=max_steps). In evaluation every row runs `max_steps`.
 
-use burn::tensor::{Bool, Int, Tensor, TensorData};
-use rand::Rng;
+use burn::tensor::{Bool, Tensor};
 use rand_chacha::ChaCha8Rng;
-use recursa_core::halting::HaltInput;
+use recursa_core::halting::{act_halted, HaltInput};
 use recursa_core::registry::{Axis, Field, PluginEntry};
 use recursa_core::step::StepOutput;
 use recursa_core::train::loss::bce_with_logits_sum;
@@ -69,38 +68,13 @@ impl HaltingPolicy for ActHalt {
     }
 
     fn halted(&self, input: &HaltInput, rng: &mut ChaCha8Rng) -> Tensor<B, 1, Bool> {
-        let is_last = input
-            .steps
-            .clone()
-            .greater_equal_elem(self.max_steps as i64);
-        if !input.training || self.max_steps <= 1 {
-            return is_last;
-        }
-        let wants_halt = if self.no_act_continue {
-            input.q_halt.clone().greater_elem(0.0)
-        } else {
-            input.q_halt.clone().greater(input.q_continue.clone())
-        };
-        let halted = is_last.bool_or(wants_halt);
-        // Exploration: with probability `exploration`, a row may not halt before a
-        // random minimum in 2..=max_steps.
-        let rows = input.steps.dims()[0];
-        let min_steps: Vec<i32> = (0..rows)
-            .map(|_| {
-                let explore = rng.random::<f64>() < self.exploration;
-                let minimum = rng.random_range(2..=self.max_steps as i32);
-                if explore {
-                    minimum
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let min_steps = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(min_steps, [rows]),
-            &input.steps.device(),
-        );
-        halted.bool_and(input.steps.clone().greater_equal(min_steps))
+        act_halted(
+            input,
+            self.max_steps,
+            self.exploration,
+            !self.no_act_continue,
+            rng,
+        )
     }
 
     /// BCE of `q_halt` against "the whole answer is correct" (reference `ACTLossHead`).

@@ -7,14 +7,17 @@
 //! | `trm.rs`          | schedule | `trm`          |
 //! | `final_answer.rs` | target   | `final-answer` |
 //! | `act.rs`          | halting  | `act-halt`     |
+//! | `act_q.rs`        | halting  | `act-q`        |
 //! | `fixed.rs`        | halting  | `fixed`        |
 
 pub mod act;
+pub mod act_q;
 pub mod final_answer;
 pub mod fixed;
 pub mod trm;
 
 pub use act::ActHalt;
+pub use act_q::ActQ;
 pub use final_answer::FinalAnswer;
 pub use fixed::FixedSteps;
 pub use trm::Trm;

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
+use burn::module::Param;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 use crate::experiment::ExperimentConfig;
 use crate::step::{Carry, LoopedModel, Net, StepContext};
@@ -24,6 +26,7 @@ use crate::train::examples::{eval_batches, Examples, Sampler, SamplerState};
 use crate::train::loss::{act_loss, LossType, Metrics};
 use crate::train::lr::LrSchedule;
 use crate::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
+use crate::weights::{visit_net, Layout, Role, WeightVisitor};
 use crate::{Device, Error, Result, B};
 
 fn d_batch() -> usize {
@@ -93,6 +96,99 @@ pub struct TrainConfig {
     /// Checkpoint every this many steps (0: at each evaluation and at the end).
     #[serde(default)]
     pub checkpoint_interval: usize,
+    /// Dense optimizer: `adam_atan2` (TRM, HRM; default) or `adamw` (DIS; PyTorch
+    /// semantics: decoupled decay, epsilon 1e-8 added to sqrt(v_hat)).
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// Exponential moving average of the dense parameters, used for evaluation and
+    /// saved with checkpoints (reference `ema_rate`, e.g. 0.999). Default off.
+    #[serde(default)]
+    pub ema: Option<f64>,
+    /// Clip the global gradient norm of the dense parameters to this value. Default off.
+    #[serde(default)]
+    pub grad_clip_norm: Option<f64>,
+    /// Start a fresh run from these weights (safetensors under reference names, e.g.
+    /// written by `recursa import-torch`). Default: the seeded initialisation.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// Split each global batch into this many micro-batches whose gradients are
+    /// summed before one optimizer step (each keeps its own carry). Default 1.
+    #[serde(default = "d_micro")]
+    pub micro_batches: usize,
+}
+
+fn d_micro() -> usize {
+    1
+}
+
+/// The dense optimizer of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    #[default]
+    AdamAtan2,
+    Adamw,
+}
+
+/// The dense optimizer, as the burn optimizer it is.
+enum Dense {
+    AdamAtan2(OptimizerAdaptor<AdamAtan2, Net, B>),
+    AdamW(OptimizerAdaptor<burn::optim::AdamW, Net, B>),
+}
+
+impl Dense {
+    fn new(c: &TrainConfig) -> Self {
+        match c.optimizer {
+            OptimizerKind::AdamAtan2 => Dense::AdamAtan2(
+                AdamAtan2Config {
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    weight_decay: c.weight_decay,
+                }
+                .init::<B, Net>(),
+            ),
+            // burn's defaults differ from PyTorch's (epsilon 1e-5, decay 1e-4): set them.
+            OptimizerKind::Adamw => Dense::AdamW(
+                burn::optim::AdamWConfig::new()
+                    .with_beta_1(c.beta1 as f32)
+                    .with_beta_2(c.beta2 as f32)
+                    .with_epsilon(1e-8)
+                    .with_weight_decay(c.weight_decay as f32)
+                    .init::<B, Net>(),
+            ),
+        }
+    }
+
+    fn step(&mut self, lr: f64, net: Net, grads: GradientsParams) -> Net {
+        match self {
+            Dense::AdamAtan2(o) => o.step(lr, net, grads),
+            Dense::AdamW(o) => o.step(lr, net, grads),
+        }
+    }
+
+    fn save(&self, path: PathBuf) -> Result<()> {
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let r = match self {
+            Dense::AdamAtan2(o) => recorder.record(o.to_record(), path.clone()),
+            Dense::AdamW(o) => recorder.record(o.to_record(), path.clone()),
+        };
+        r.map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    }
+
+    fn load(self, path: PathBuf, device: &Device) -> Result<Self> {
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let err = |e: burn::record::RecorderError| {
+            Error::Other(format!("{}: optimizer state: {e}", path.display()))
+        };
+        Ok(match self {
+            Dense::AdamAtan2(o) => {
+                Dense::AdamAtan2(o.load_record(recorder.load(path.clone(), device).map_err(err)?))
+            }
+            Dense::AdamW(o) => {
+                Dense::AdamW(o.load_record(recorder.load(path.clone(), device).map_err(err)?))
+            }
+        })
+    }
 }
 
 /// What one evaluation measured: reference metrics after `max_steps` steps.
@@ -108,8 +204,11 @@ pub struct EvalResult {
 /// Training state: the model, its optimizer, the carry and the sampler.
 pub struct Trainer {
     pub model: LoopedModel,
-    optim: OptimizerAdaptor<AdamAtan2, Net, B>,
-    pub carry: Option<Carry>,
+    optim: Dense,
+    /// One carry per micro-batch.
+    pub carries: Vec<Option<Carry>>,
+    /// The moving average of the dense parameters (no autodiff), when enabled.
+    pub ema: Option<Net>,
     pub sampler: Sampler,
     /// Optimizer steps taken.
     pub step: usize,
@@ -128,13 +227,30 @@ impl Trainer {
             .clone()
             .ok_or_else(|| Error::config("train", "the experiment has no [train] section"))?;
         let ad = Device::autodiff(device.clone());
-        let model = experiment.build(&ad)?;
-        let optim = AdamAtan2Config {
-            beta1: config.beta1,
-            beta2: config.beta2,
-            weight_decay: config.weight_decay,
+        let mut model = experiment.build(&ad)?;
+        if let Some(path) = &config.init_from {
+            crate::weights::load_net_file(&mut model.net, path)?;
         }
-        .init::<B, Net>();
+        if config.micro_batches == 0
+            || !config
+                .global_batch_size
+                .is_multiple_of(config.micro_batches)
+        {
+            return Err(Error::config(
+                "train.micro_batches",
+                format!(
+                    "{} does not divide global_batch_size {}",
+                    config.micro_batches, config.global_batch_size
+                ),
+            ));
+        }
+        if let Some(rate) = config.ema {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(Error::config("train.ema", "the EMA rate must be in [0, 1)"));
+            }
+        }
+        let optim = Dense::new(&config);
+        let ema = config.ema.map(|_| model.net.valid());
         let sampler = Sampler::new(
             experiment.seed,
             train_rows,
@@ -147,9 +263,10 @@ impl Trainer {
             min_ratio: config.lr_min_ratio,
         };
         Ok(Trainer {
+            carries: vec![None; config.micro_batches],
             model,
             optim,
-            carry: None,
+            ema,
             sampler,
             step: 0,
             config,
@@ -159,50 +276,77 @@ impl Trainer {
         })
     }
 
-    /// One optimizer step on the next batch; returns the reference's logged metrics.
+    /// One optimizer step on the next global batch; returns the reference's logged metrics.
     pub fn train_step(&mut self, train: &Examples) -> Metrics {
         let device = self.model.net.h_init.val().device();
         self.step += 1;
-        let batch = train.batch(&self.sampler.next_rows(), &device);
-        let carry = self
-            .carry
-            .take()
-            .unwrap_or_else(|| self.model.initial_carry(&batch));
-        // Exploration draws from a stream fixed by (seed, step): resumable without RNG state.
-        let mut ctx =
-            StepContext::train(self.seed ^ (self.step as u64).wrapping_mul(0x2545f4914f6cdd1d));
-        let (carry, out) = self.model.step(carry, &batch, &mut ctx);
-        let loss = act_loss(&out, &carry, self.config.loss, |sc| {
-            self.model.halting.q_loss(&out, sc)
-        });
-        let grads = (loss.total * (1.0 / self.config.global_batch_size as f64)).backward();
-
-        let lr = self.schedule.lr(self.config.lr, self.step);
-        if let (Some((rows, ids)), Some(table)) = (&out.puzzle, &mut self.model.net.puzzle_emb) {
-            if let Some(g) = rows.grad(&grads) {
-                let puzzle_lr = self.schedule.lr(self.config.puzzle_emb_lr, self.step);
-                let sign = SignSgdConfig {
-                    weight_decay: self.config.puzzle_emb_weight_decay,
-                };
-                sign_sgd_step(
-                    &mut table.weights,
-                    Tensor::from_inner(g),
-                    ids.clone(),
-                    puzzle_lr,
-                    &sign,
-                );
+        let rows = self.sampler.next_rows();
+        let micro = rows.len() / self.carries.len();
+        let scale = 1.0 / self.config.global_batch_size as f64;
+        let mut metrics = Metrics::default();
+        let mut dense = GradientsAccumulator::<Net>::new();
+        let mut puzzle_grads = Vec::new();
+        for (m, chunk) in rows.chunks(micro).enumerate() {
+            let batch = train.batch(chunk, &device);
+            let carry = self.carries[m]
+                .take()
+                .unwrap_or_else(|| self.model.initial_carry(&batch));
+            // Exploration draws from a stream fixed by (seed, step, micro-batch):
+            // resumable without saving RNG state.
+            let stream = self.seed
+                ^ ((self.step * self.carries.len() + m) as u64).wrapping_mul(0x2545f4914f6cdd1d);
+            let (carry, out) = self
+                .model
+                .step(carry, &batch, &mut StepContext::train(stream));
+            let loss = act_loss(&out, &carry, self.config.loss, |sc| {
+                self.model.halting.q_loss(&out, sc)
+            });
+            let grads = (loss.total * scale).backward();
+            if let Some((rows, ids)) = &out.puzzle {
+                if let Some(g) = rows.grad(&grads) {
+                    puzzle_grads.push((Tensor::from_inner(g), ids.clone()));
+                }
             }
+            dense.accumulate(
+                &self.model.net,
+                GradientsParams::from_grads(grads, &self.model.net),
+            );
+            metrics.add(&loss.metrics);
+            self.carries[m] = Some(carry);
         }
-        let grads = GradientsParams::from_grads(grads, &self.model.net);
+
+        // Sparse SignSGD on the puzzle rows of the whole global batch (duplicates summed).
+        if let (false, Some(table)) = (puzzle_grads.is_empty(), &mut self.model.net.puzzle_emb) {
+            let (g, ids): (Vec<_>, Vec<_>) = puzzle_grads.into_iter().unzip();
+            let puzzle_lr = self.schedule.lr(self.config.puzzle_emb_lr, self.step);
+            let sign = SignSgdConfig {
+                weight_decay: self.config.puzzle_emb_weight_decay,
+            };
+            sign_sgd_step(
+                &mut table.weights,
+                Tensor::cat(g, 0),
+                Tensor::cat(ids, 0),
+                puzzle_lr,
+                &sign,
+            );
+        }
+        // The dense optimizer on the dense parameters.
+        let mut grads = dense.grads();
+        if let Some(max_norm) = self.config.grad_clip_norm {
+            clip_global_norm(&mut self.model.net, &mut grads, max_norm);
+        }
+        let lr = self.schedule.lr(self.config.lr, self.step);
         self.model.net = self.optim.step(lr, self.model.net.clone(), grads);
-        self.carry = Some(carry);
-        loss.metrics.normalised(self.config.global_batch_size)
+        if let (Some(ema), Some(rate)) = (&mut self.ema, self.config.ema) {
+            ema_update(ema, &self.model.net.valid(), rate);
+        }
+        metrics.normalised(self.config.global_batch_size)
     }
 
     /// Rolls every test example out for the policy's maximum steps (no gradient).
     pub fn evaluate(&self, test: &Examples, batch_size: usize) -> EvalResult {
         let start = Instant::now();
-        let net = self.model.net.valid();
+        let net = self.ema.clone().unwrap_or_else(|| self.model.net.valid());
         let device = net.h_init.val().device();
         let mut total = Metrics::default();
         let mut ctx = StepContext::eval();
@@ -230,15 +374,17 @@ impl Trainer {
 
     /// Writes a checkpoint under `dir` (see [`checkpoint`]).
     pub fn save(&self, dir: &Path, experiment_toml: &str) -> Result<PathBuf> {
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
         checkpoint::save(dir, self.step, |tmp| {
             crate::weights::save_net_file(&self.model.net, &tmp.join("model.safetensors"), None)?;
-            if let Some(carry) = &self.carry {
-                checkpoint::save_carry(carry, &tmp.join("carry.safetensors"))?;
+            if let Some(ema) = &self.ema {
+                crate::weights::save_net_file(ema, &tmp.join("ema.safetensors"), None)?;
             }
-            recorder
-                .record(self.optim.to_record(), tmp.join("optimizer"))
-                .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+            for (m, carry) in self.carries.iter().enumerate() {
+                if let Some(carry) = carry {
+                    checkpoint::save_carry(carry, &tmp.join(format!("carry-{m}.safetensors")))?;
+                }
+            }
+            self.optim.save(tmp.join("optimizer"))?;
             let state = checkpoint::TrainerState {
                 step: self.step,
                 sampler: self.sampler.state,
@@ -259,19 +405,20 @@ impl Trainer {
         let state: checkpoint::TrainerState = checkpoint::read_json(&path.join("trainer.json"))?;
         crate::weights::load_net_file(&mut self.model.net, &path.join("model.safetensors"))?;
         let device = self.model.net.h_init.val().device();
-        let carry_path = path.join("carry.safetensors");
-        self.carry = if carry_path.exists() {
-            Some(checkpoint::load_carry(&carry_path, &device)?)
-        } else {
-            None
-        };
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let record = recorder
-            .load(path.join("optimizer"), &self.device)
-            .map_err(|e| Error::Other(format!("{}: optimizer state: {e}", path.display())))?;
+        if let Some(ema) = &mut self.ema {
+            crate::weights::load_net_file(ema, &path.join("ema.safetensors"))?;
+        }
+        for (m, carry) in self.carries.iter_mut().enumerate() {
+            let carry_path = path.join(format!("carry-{m}.safetensors"));
+            *carry = if carry_path.exists() {
+                Some(checkpoint::load_carry(&carry_path, &device)?)
+            } else {
+                None
+            };
+        }
+        let fresh = Dense::new(&self.config);
         self.optim =
-            std::mem::replace(&mut self.optim, AdamAtan2Config::default().init::<B, Net>())
-                .load_record(record);
+            std::mem::replace(&mut self.optim, fresh).load(path.join("optimizer"), &self.device)?;
         self.step = state.step;
         self.sampler = Sampler::new(
             self.seed,
@@ -372,4 +519,81 @@ pub fn fit(
         return Ok(None);
     }
     Ok(last_eval)
+}
+
+/// `ema = rate * ema + (1 - rate) * current` for every dense parameter (buffers and
+/// the puzzle table are not averaged, as the reference `EMAHelper`).
+pub fn ema_update(ema: &mut Net, current: &Net, rate: f64) {
+    struct Collect(HashMap<String, Tensor<B, 1>>);
+    impl WeightVisitor<B> for Collect {
+        fn visit<const D: usize>(
+            &mut self,
+            name: &str,
+            role: Role,
+            _: Layout,
+            p: &mut Param<Tensor<B, D>>,
+        ) {
+            if role == Role::Param {
+                self.0.insert(name.to_string(), p.val().flatten(0, D - 1));
+            }
+        }
+    }
+    struct Blend(HashMap<String, Tensor<B, 1>>, f64);
+    impl WeightVisitor<B> for Blend {
+        fn visit<const D: usize>(
+            &mut self,
+            name: &str,
+            role: Role,
+            _: Layout,
+            p: &mut Param<Tensor<B, D>>,
+        ) {
+            if let (Role::Param, Some(cur)) = (role, self.0.remove(name)) {
+                let shape = p.val().shape();
+                let blended = p.val() * self.1 + cur.reshape(shape) * (1.0 - self.1);
+                *p = Param::initialized(p.id, blended);
+            }
+        }
+    }
+    let mut collect = Collect(HashMap::new());
+    visit_net(&mut current.clone(), &mut collect);
+    visit_net(ema, &mut Blend(collect.0, rate));
+}
+
+/// Scales every dense gradient by `min(1, max_norm / ||g||)`, the norm taken over
+/// all of them together (PyTorch `clip_grad_norm_`).
+pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f64) {
+    struct Norm<'a>(&'a GradientsParams, f64);
+    impl WeightVisitor<B> for Norm<'_> {
+        fn visit<const D: usize>(
+            &mut self,
+            _: &str,
+            _: Role,
+            _: Layout,
+            p: &mut Param<Tensor<B, D>>,
+        ) {
+            if let Some(g) = self.0.get::<B, D>(p.id) {
+                self.1 += g.square().sum().into_scalar() as f64;
+            }
+        }
+    }
+    struct Scale<'a>(&'a mut GradientsParams, f64);
+    impl WeightVisitor<B> for Scale<'_> {
+        fn visit<const D: usize>(
+            &mut self,
+            _: &str,
+            _: Role,
+            _: Layout,
+            p: &mut Param<Tensor<B, D>>,
+        ) {
+            if let Some(g) = self.0.remove::<B, D>(p.id) {
+                self.0.register(p.id, g * self.1);
+            }
+        }
+    }
+    let mut norm = Norm(grads, 0.0);
+    visit_net(net, &mut norm);
+    let total = norm.1.sqrt();
+    if total > max_norm {
+        visit_net(net, &mut Scale(grads, max_norm / (total + 1e-6)));
+    }
 }
