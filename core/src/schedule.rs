@@ -40,21 +40,27 @@ pub trait RecursionSchedule: Debug + Send + Sync {
     /// Network calls per example per supervision step.
     fn calls_per_step(&self) -> NetCalls;
 
-    /// The embedded question x for this step. `steps` counts the steps each row
-    /// has taken before this one (0 on an episode's first step) and
-    /// `previous_preds` is the argmax of each row's previous step. The default is
-    /// the reference `_input_embeddings` (tokens + puzzle prefix); DIS overrides it
-    /// to add a step embedding and to feed its previous prediction as the question.
-    /// `puzzle` holds the rows' puzzle embeddings (see [`Net::puzzle_rows`]).
-    fn embed(
+    /// The question tokens fed to this step. `steps` counts the steps each row
+    /// has taken before this one (0 on an episode's first step); `previous_preds`
+    /// is the argmax of each row's previous step. Default: the data's inputs.
+    /// DIS feeds its previous prediction from the second step on.
+    fn question(
         &self,
-        net: &Net,
         data: &Batch,
-        puzzle: Option<Tensor<B, 2>>,
         _steps: &Tensor<B, 1, Int>,
         _previous_preds: &Tensor<B, 2, Int>,
-    ) -> Tensor<B, 3> {
-        net.input_embeddings(data.inputs.clone(), puzzle, None)
+    ) -> Tensor<B, 2, Int> {
+        data.inputs.clone()
+    }
+
+    /// The step-embedding row of each row for this step, if the schedule adds a
+    /// step embedding to x (DIS). Default: none.
+    fn step_index(
+        &self,
+        _net: &NetConfig,
+        _steps: &Tensor<B, 1, Int>,
+    ) -> Option<Tensor<B, 1, Int>> {
+        None
     }
 
     /// Runs the recursion of one supervision step.
@@ -72,4 +78,33 @@ pub trait RecursionSchedule: Debug + Send + Sync {
 pub trait ScheduleConfig: Debug + Send + Sync {
     /// Builds the schedule this config describes.
     fn build(&self) -> Result<Box<dyn RecursionSchedule>>;
+}
+
+/// TRM's deep recursion (paper, Figure 3), shared by every schedule built on it:
+/// T cycles of (n latent updates `z = net(z, y + x)`, then `y = net(y, z)`), the
+/// first T-1 cycles without gradient: they only improve (y, z) before the cycle
+/// that learns.
+pub fn deep_recursion(
+    net: &Net,
+    latents: Latents,
+    x: &Tensor<B, 3>,
+    rope: Option<&Rope<B>>,
+    t: usize,
+    n: usize,
+) -> Latents {
+    let Latents {
+        z_h: mut y,
+        z_l: mut z,
+    } = latents;
+    for cycle in 0..t {
+        for _ in 0..n {
+            z = net.l_level.forward(z, y.clone() + x.clone(), rope);
+        }
+        y = net.l_level.forward(y, z.clone(), rope);
+        if cycle + 1 < t {
+            // No gradient through the first T-1 cycles.
+            (y, z) = (y.detach(), z.detach());
+        }
+    }
+    Latents { z_h: y, z_l: z }
 }

@@ -83,6 +83,12 @@ pub struct StepOutput {
     pub q_continue_logits: Tensor<B, 1>,
     /// The labels this step is trained against (from the supervision target). `[batch, seq_len]`
     pub target: Tensor<B, 2, Int>,
+    /// Per-row weight of this step's language-model loss, from the target. `[batch]`
+    pub target_weight: Option<Tensor<B, 1>>,
+    /// The question tokens fed to this step. `[batch, seq_len]`
+    pub question: Tensor<B, 2, Int>,
+    /// The step-embedding row used by each row, if any. `[batch]`
+    pub step_index: Option<Tensor<B, 1, Int>>,
     /// Q-learning target for `q_continue` (halting policies that bootstrap it, in
     /// training): `sigmoid(q_halt')` on a row's last step, else
     /// `sigmoid(max(q_halt', q_continue'))`, where the primed logits come from one
@@ -229,9 +235,9 @@ impl LoopedModel {
         };
 
         let puzzle = net.puzzle_rows(data.puzzle_identifiers.clone(), ctx.training);
-        let x = self
-            .schedule
-            .embed(net, &data, puzzle.clone(), &steps, &carry.preds);
+        let question = self.schedule.question(&data, &steps, &carry.preds);
+        let step_index = self.schedule.step_index(&net.config, &steps);
+        let x = net.input_embeddings(question.clone(), puzzle.clone(), step_index.clone());
         let rope = net.rope(&x.device());
         let latents = self
             .schedule
@@ -260,6 +266,7 @@ impl LoopedModel {
             activation::sigmoid(best.mask_where(is_last, next_halt)).detach()
         });
         let target = self.target.target(&data, episode.as_ref(), &steps);
+        let target_weight = self.target.weight(&steps);
         let preds = logits.clone().detach().argmax(2).squeeze_dim(2);
         let halted = self.halting.halted(
             &HaltInput {
@@ -287,6 +294,9 @@ impl LoopedModel {
             q_halt_logits,
             q_continue_logits,
             target,
+            target_weight,
+            question,
+            step_index,
             target_q_continue,
             puzzle: puzzle.map(|rows| (rows, carry_data_ids)),
         };

@@ -31,6 +31,12 @@ pub trait SupervisionTarget: Debug + Send + Sync {
         episode: Option<&Tensor<B, 3, Int>>,
         steps: &Tensor<B, 1, Int>,
     ) -> Tensor<B, 2, Int>;
+
+    /// A per-row weight of this step's language-model loss (DIS paper: rising
+    /// with the step). Default: none (weight 1).
+    fn weight(&self, _steps: &Tensor<B, 1, Int>) -> Option<Tensor<B, 1>> {
+        None
+    }
 }
 
 /// The experiment-file form of a target: `[target] name = "final-answer"` plus fields.

@@ -109,7 +109,10 @@ pub fn visit_net<B: Backend, V: WeightVisitor<B>>(net: &mut ReasoningNet<B>, v: 
     visit_linear(v, "inner.lm_head", &mut net.lm_head);
     visit_linear(v, "inner.q_head", &mut net.q_head);
     v.visit("inner.H_init", Role::Buffer, Layout::Same, &mut net.h_init);
-    v.visit("inner.L_init", Role::Buffer, Layout::Same, &mut net.l_init);
+    // A network without an L level (the direct baseline) has no `L_init` in the reference.
+    if net.config.l_layers > 0 {
+        v.visit("inner.L_init", Role::Buffer, Layout::Same, &mut net.l_init);
+    }
 }
 
 /// A float tensor read from a file: shape and f32 values.

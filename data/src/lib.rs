@@ -22,3 +22,20 @@ pub use arc::{build_arc, ArcBuildOptions, ArcBuildSummary, SplitSummary};
 pub use arc_eval::{ArcEvalBatch, ArcEvalOptions, ArcEvalResult, ArcEvaluator, ExactAccuracy};
 pub use error::DataError;
 pub use verify::{verify_arc_dataset, verify_arc_eval, Check};
+pub mod render;
+pub use render::{
+    render_arc, render_dir, render_html, render_task_png, ArcSource, Candidate, RenderOptions,
+    RenderSummary, TaskRender, TaskSelection,
+};
+
+// Single-example puzzle datasets (docs/data-puzzles.md).
+pub mod csv_puzzles;
+pub mod maze;
+pub mod nqueens;
+pub mod sudoku;
+pub use csv_puzzles::{parse_puzzle_csv, read_puzzle_csv, BuildSummary, PuzzleKind, PuzzleRecord};
+pub use maze::{build_maze, generate_maze_csv, MazeBuildOptions, MazeGenerateOptions};
+pub use nqueens::{build_nqueens, NQueensBuildOptions};
+pub use sudoku::{
+    build_sudoku, generate_sudoku_csv, GenerateSummary, SudokuBuildOptions, SudokuGenerateOptions,
+};

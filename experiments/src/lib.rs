@@ -6,6 +6,7 @@ pub mod bench;
 pub mod tasks;
 pub mod train;
 pub mod verify;
+pub mod verify_dis;
 pub mod verify_train;
 
 // Link every plugin into whatever uses this library (inventory/typetag registrations).

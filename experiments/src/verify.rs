@@ -13,7 +13,9 @@ use recursa_core::reference::ReferenceConfig;
 use recursa_core::step::{Batch, LoopedModel, StepContext};
 use recursa_core::weights::{load_net, read_f32};
 use recursa_core::{Device, Error, Result, B};
-use recursa_plugins::{ActHalt, FinalAnswer, Trm};
+use recursa_plugins::{
+    ActHalt, ActQ, Direct, Dis, DisLinearPath, FinalAnswer, FixedSteps, Hrm, Trm,
+};
 use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
@@ -21,6 +23,9 @@ use serde::Serialize;
 pub const SUPPORTED_KINDS: &[&str] = &[
     "trm_forward",
     "trm_train_step",
+    "hrm_forward",
+    "baseline_forward",
+    "dis",
     "stablemax",
     "arc_dataset",
     "arc_eval",
@@ -322,7 +327,8 @@ pub fn check_int<const D: usize>(
 pub fn verify_file(path: &Path, device: &Device) -> Result<Report> {
     let fx = Fixture::open(path)?;
     let comparisons = match fx.kind.as_str() {
-        "trm_forward" => verify_trm_forward(&fx, device)?,
+        "trm_forward" | "hrm_forward" | "baseline_forward" => verify_forward(&fx, device)?,
+        "dis" => crate::verify_dis::verify_dis(&fx, device)?,
         "trm_train_step" => crate::verify_train::verify_trm_train_step(&fx, device)?,
         "stablemax" => crate::verify_train::verify_stablemax(&fx, device)?,
         "arc_dataset" => data_checks(recursa_data::verify_arc_dataset(path))?,
@@ -342,35 +348,89 @@ pub fn verify_file(path: &Path, device: &Device) -> Result<Report> {
     })
 }
 
-/// The TRM model a reference config describes, with the fixture's weights loaded.
-pub fn trm_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel> {
-    let cfg = fx.config()?;
-    // TRM ignores H_layers (one network, L_level).
-    let net_config = cfg.net_config(0, 0)?;
+/// The model a reference fixture describes (by its kind), with its weights loaded.
+pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel> {
+    use recursa_core::{HaltingConfig, ScheduleConfig, TargetConfig};
+    let mut cfg = fx.config()?;
+    let (t, n, max) = (cfg.H_cycles, cfg.L_cycles, cfg.halt_max_steps);
+    let (net_config, schedule, target, halting): (
+        _,
+        Box<dyn ScheduleConfig>,
+        Box<dyn TargetConfig>,
+        Box<dyn HaltingConfig>,
+    ) = match fx.kind.as_str() {
+        // HRM and the baseline always derive the prefix by ceil-div (no puzzle_emb_len key).
+        "hrm_forward" => {
+            cfg.puzzle_emb_len = 0;
+            (
+                cfg.net_config(cfg.H_layers, 0)?,
+                Box::new(Hrm {
+                    h_cycles: t,
+                    l_cycles: n,
+                }),
+                Box::new(FinalAnswer {}),
+                Box::new(ActQ {
+                    max_steps: max,
+                    exploration: cfg.halt_exploration_prob,
+                }),
+            )
+        }
+        "baseline_forward" => {
+            cfg.puzzle_emb_len = 0;
+            cfg.L_layers = 0;
+            (
+                cfg.net_config(cfg.H_layers, 0)?,
+                Box::new(Direct {}),
+                Box::new(FinalAnswer {}),
+                Box::new(ActHalt {
+                    max_steps: max,
+                    exploration: cfg.halt_exploration_prob,
+                    no_act_continue: false,
+                }),
+            )
+        }
+        "dis" => (
+            cfg.net_config(0, max + 2)?,
+            Box::new(Dis {
+                h_cycles: t,
+                l_cycles: n,
+            }),
+            Box::new(DisLinearPath {
+                steps: max,
+                fixed_paths: None,
+            }),
+            Box::new(FixedSteps { steps: max }),
+        ),
+        // TRM ignores H_layers (one network, L_level).
+        _ => (
+            cfg.net_config(0, 0)?,
+            Box::new(Trm {
+                h_cycles: t,
+                l_cycles: n,
+            }),
+            Box::new(FinalAnswer {}),
+            Box::new(ActHalt {
+                max_steps: max,
+                exploration: cfg.halt_exploration_prob,
+                no_act_continue: cfg.no_ACT_continue,
+            }),
+        ),
+    };
     let mut net = ReasoningNet::new(&net_config, 0, device)?;
     load_net(&mut net, &fx.bytes, &fx.file, "")?;
-    let schedule = Trm {
-        h_cycles: cfg.H_cycles,
-        l_cycles: cfg.L_cycles,
-    };
-    let halting = ActHalt {
-        max_steps: cfg.halt_max_steps,
-        exploration: cfg.halt_exploration_prob,
-        no_act_continue: cfg.no_ACT_continue,
-    };
-    use recursa_core::{HaltingConfig, ScheduleConfig};
-    LoopedModel::new(
-        net,
-        schedule.build()?,
-        Box::new(FinalAnswer {}),
-        halting.build()?,
-    )
+    LoopedModel::new(net, schedule.build()?, target.build()?, halting.build()?)
 }
 
-/// `trm_forward`: K evaluation ACT steps from the initial carry with one batch.
-fn verify_trm_forward(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
+/// The TRM model of a `trm_*` fixture.
+pub fn trm_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel> {
+    model_from_reference(fx, device)
+}
+
+/// `trm_forward`, `hrm_forward`, `baseline_forward`: K evaluation ACT steps from
+/// the initial carry with one batch.
+fn verify_forward(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
     let st = fx.tensors()?;
-    let model = trm_from_reference(fx, device)?;
+    let model = model_from_reference(fx, device)?;
     // The fixture README's tolerances; mlp_t configurations accumulate more error.
     let act_atol = if model.net.config.mlp_t { 1e-3 } else { 1e-4 };
     let (act_rtol, q_atol) = (1e-4, 5e-5);

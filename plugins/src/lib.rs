@@ -5,6 +5,11 @@
 //! | file              | axis     | name           |
 //! |-------------------|----------|----------------|
 //! | `trm.rs`          | schedule | `trm`          |
+//! | `hrm.rs`          | schedule | `hrm`          |
+//! | `dis.rs`          | schedule | `dis`          |
+//! | `dis.rs`          | target   | `dis-linear-path` |
+//! | `dis_corrupt.rs`  | target   | `dis-corrupt`  |
+//! | `direct.rs`       | schedule | `direct`       |
 //! | `final_answer.rs` | target   | `final-answer` |
 //! | `act.rs`          | halting  | `act-halt`     |
 //! | `act_q.rs`        | halting  | `act-q`        |
@@ -12,12 +17,20 @@
 
 pub mod act;
 pub mod act_q;
+pub mod direct;
+pub mod dis;
+pub mod dis_corrupt;
 pub mod final_answer;
 pub mod fixed;
+pub mod hrm;
 pub mod trm;
 
 pub use act::ActHalt;
 pub use act_q::ActQ;
+pub use direct::Direct;
+pub use dis::{Dis, DisLinearPath};
+pub use dis_corrupt::{Corruption, DisCorrupt};
 pub use final_answer::FinalAnswer;
 pub use fixed::FixedSteps;
+pub use hrm::Hrm;
 pub use trm::Trm;

@@ -16,7 +16,7 @@ use burn::tensor::Tensor;
 use recursa_core::model::layers::Rope;
 use recursa_core::model::NetConfig;
 use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::schedule::NetCalls;
+use recursa_core::schedule::{deep_recursion, NetCalls};
 use recursa_core::step::{Latents, Net};
 use recursa_core::{Error, RecursionSchedule, Result, ScheduleConfig, B};
 use serde::{Deserialize, Serialize};
@@ -53,24 +53,6 @@ impl ScheduleConfig for Trm {
     }
 }
 
-impl Trm {
-    /// One cycle: n latent updates `z = net(z, y + x)`, then `y = net(y, z)`.
-    fn cycle(
-        &self,
-        net: &Net,
-        y: Tensor<B, 3>,
-        mut z: Tensor<B, 3>,
-        x: &Tensor<B, 3>,
-        rope: Option<&Rope<B>>,
-    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        for _ in 0..self.l_cycles {
-            z = net.l_level.forward(z, y.clone() + x.clone(), rope);
-        }
-        let y = net.l_level.forward(y, z.clone(), rope);
-        (y, z)
-    }
-}
-
 impl RecursionSchedule for Trm {
     fn name(&self) -> &'static str {
         "trm"
@@ -89,6 +71,8 @@ impl RecursionSchedule for Trm {
         }
     }
 
+    /// T cycles of (n updates `z = net(z, y + x)`, then `y = net(y, z)`), the
+    /// first T-1 without gradient: [`deep_recursion`].
     fn recurse(
         &self,
         net: &Net,
@@ -96,17 +80,6 @@ impl RecursionSchedule for Trm {
         x: Tensor<B, 3>,
         rope: Option<&Rope<B>>,
     ) -> Latents {
-        let Latents {
-            z_h: mut y,
-            z_l: mut z,
-        } = latents;
-        // T-1 cycles without gradient: they only improve (y, z) before the cycle that learns.
-        for _ in 0..self.h_cycles - 1 {
-            (y, z) = self.cycle(net, y, z, &x, rope);
-            (y, z) = (y.detach(), z.detach());
-        }
-        // One cycle with gradient.
-        let (y, z) = self.cycle(net, y, z, &x, rope);
-        Latents { z_h: y, z_l: z }
+        deep_recursion(net, latents, &x, rope, self.h_cycles, self.l_cycles)
     }
 }

@@ -175,11 +175,21 @@ pub fn act_loss(
     loss_type: LossType,
     q_loss: impl FnOnce(&Tensor<B, 1>) -> (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>),
 ) -> StepLoss {
-    let labels = out.target.clone();
+    // Metrics compare with the final answer; the loss uses this step's target
+    // (the same for TRM and HRM; a path frame for DIS, as `ACTLossHeadV4`).
+    let labels = carry.current_data.labels.clone();
     let [rows, _] = labels.dims();
     let mask = labels.clone().not_equal_elem(IGNORE_LABEL_ID);
     let loss_counts = mask.clone().int().sum_dim(1).reshape([rows]);
     let divisor = loss_counts.clone().clamp_min(1).float();
+    let target = out.target.clone();
+    let target_counts = target
+        .clone()
+        .not_equal_elem(IGNORE_LABEL_ID)
+        .int()
+        .sum_dim(1)
+        .reshape([rows]);
+    let target_divisor = target_counts.clamp_min(1).float();
 
     let preds = out.logits.clone().detach().argmax(2).squeeze_dim::<2>(2);
     let is_correct = mask.clone().bool_and(preds.clone().equal(labels.clone()));
@@ -202,13 +212,18 @@ pub fn act_loss(
         .equal(seq_is_correct.clone());
 
     let token_loss = match loss_type {
-        LossType::StablemaxCrossEntropy => stablemax_cross_entropy(out.logits.clone(), labels),
-        LossType::SoftmaxCrossEntropy => softmax_cross_entropy(out.logits.clone(), labels),
+        LossType::StablemaxCrossEntropy => stablemax_cross_entropy(out.logits.clone(), target),
+        LossType::SoftmaxCrossEntropy => softmax_cross_entropy(out.logits.clone(), target),
     };
-    let divisor2 = onto(divisor, &device)
+    let divisor2 = onto(target_divisor, &device)
         .cast(token_loss.dtype())
         .reshape([rows, 1]);
-    let lm_loss = (token_loss / divisor2).sum();
+    let mut row_loss = (token_loss / divisor2).sum_dim(1);
+    if let Some(w) = &out.target_weight {
+        let dtype = row_loss.dtype();
+        row_loss = row_loss * onto(w.clone(), &device).cast(dtype).reshape([rows, 1]);
+    }
+    let lm_loss = row_loss.sum();
 
     let (q_halt_loss, q_continue_loss) = q_loss(&seq_is_correct_f);
     let mut total = lm_loss.clone();

@@ -1,0 +1,162 @@
+//! Verification of `dis` fixtures: the DIS rollout of 6 supervision steps with
+//! fixed weights, in training mode (with gradients at steps 1 and 6) and in
+//! evaluation mode, given the reference's stored linear paths.
+
+use burn::tensor::{Int, Tensor};
+use recursa_core::step::{LoopedModel, StepContext};
+use recursa_core::train::loss::{act_loss, LossType};
+use recursa_core::{Device, Error, Result, B};
+use recursa_plugins::DisLinearPath;
+use safetensors::SafeTensors;
+
+use crate::verify::{
+    check_float, check_int, compare_exact, int_tensor, model_from_reference, read_batch, read_i32,
+    Comparison, Fixture,
+};
+use crate::verify_train::{compare_f64_scalar, grad_comparisons};
+
+/// The DIS model of the fixture with the stored paths `{prefix}dis.paths` injected.
+fn dis_model(fx: &Fixture, st: &SafeTensors, prefix: &str, device: &Device) -> Result<LoopedModel> {
+    let mut model = model_from_reference(fx, device)?;
+    let paths: Tensor<B, 3, Int> = int_tensor(st, &fx.file, &format!("{prefix}dis.paths"), device)?;
+    let steps = paths.dims()[1] - 1;
+    model.target = Box::new(DisLinearPath {
+        steps,
+        fixed_paths: Some(paths),
+    });
+    Ok(model)
+}
+
+/// One rollout (`prefix` "" for training, "eval." for evaluation).
+fn rollout(
+    fx: &Fixture,
+    st: &SafeTensors,
+    prefix: &str,
+    device: &Device,
+    training: bool,
+) -> Result<Vec<Comparison>> {
+    let model = dis_model(fx, st, prefix, device)?;
+    let batch = read_batch(st, &fx.file, prefix, device)?;
+    let global_batch = batch.inputs.dims()[0];
+    let steps = model.halting.max_steps();
+    let mut carry = model.initial_carry(&batch);
+    let mut ctx = if training {
+        StepContext::train(0)
+    } else {
+        StepContext::eval()
+    };
+    let mut out = Vec::new();
+    for k in 1..=steps {
+        let (next, step) = model.step(carry, &batch, &mut ctx);
+        carry = next;
+        let p = format!("{prefix}step{k}.");
+        let loss = act_loss(&step, &carry, LossType::StablemaxCrossEntropy, |sc| {
+            model.halting.q_loss(&step, sc)
+        });
+        out.push(check_int(
+            st,
+            fx,
+            &format!("{p}inputs"),
+            step.question.clone(),
+        )?);
+        out.push(check_int(
+            st,
+            fx,
+            &format!("{p}target"),
+            step.target.clone(),
+        )?);
+        let timestep = step
+            .step_index
+            .clone()
+            .ok_or_else(|| Error::Other("the dis schedule gave no step index".into()))?;
+        out.push(check_int(st, fx, &format!("{p}timestep"), timestep)?);
+        out.push(check_float(
+            st,
+            fx,
+            &format!("{p}logits"),
+            step.logits.clone(),
+            2e-4,
+            1e-4,
+        )?);
+        out.push(check_int(st, fx, &format!("{p}preds"), loss.preds.clone())?);
+        out.push(check_int(
+            st,
+            fx,
+            &format!("{p}steps"),
+            carry.steps.clone(),
+        )?);
+        out.push(check_int(
+            st,
+            fx,
+            &format!("{p}halted"),
+            carry.halted.clone().int(),
+        )?);
+        out.push(compare_f64_scalar(
+            st,
+            fx,
+            &format!("{p}lm_loss"),
+            loss.metrics.lm_loss,
+            0.0,
+            1e-5,
+        )?);
+        let m = &loss.metrics;
+        for (name, got) in [
+            ("count", m.count),
+            ("exact_accuracy", m.exact_accuracy),
+            ("steps", m.steps),
+        ] {
+            let (_, want) = read_i32(st, &fx.file, &format!("{p}metric.{name}"))?;
+            out.push(compare_exact(
+                &format!("{p}metric.{name}"),
+                vec![],
+                &[got as i32],
+                &want,
+            ));
+        }
+        out.push(compare_f64_scalar(
+            st,
+            fx,
+            &format!("{p}metric.accuracy"),
+            m.accuracy,
+            1e-6,
+            0.0,
+        )?);
+        if training {
+            out.push(check_float(
+                st,
+                fx,
+                &format!("{p}z_H"),
+                carry.latents.z_h.clone(),
+                2e-4,
+                1e-4,
+            )?);
+            out.push(check_float(
+                st,
+                fx,
+                &format!("{p}z_L"),
+                carry.latents.z_l.clone(),
+                2e-4,
+                1e-4,
+            )?);
+            if st
+                .tensor(&format!("{p}grad.puzzle_emb.local_weights"))
+                .is_ok()
+            {
+                let grads = (loss.total * (1.0 / global_batch as f64)).backward();
+                out.extend(grad_comparisons(st, fx, &p, &model, &step, &grads)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `dis`: the training rollout (gradients at the steps that store them) and the evaluation rollout.
+pub fn verify_dis(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
+    let st = fx.tensors()?;
+    let ad = Device::autodiff(device.clone());
+    let mut out = rollout(fx, &st, "", &ad, true)?;
+    out.extend(rollout(fx, &st, "eval.", device, false)?);
+    // q_head gets no gradient in DIS (no Q loss): `grad_comparisons` fails on a
+    // gradient that the fixture does not store.
+    Ok(out)
+}

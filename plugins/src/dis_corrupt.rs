@@ -1,0 +1,134 @@
+//! DIS as its paper's text describes the target (the authors' code does not
+//! implement it): the ground truth corrupted at a rate falling linearly over the
+//! supervision steps, clean at the last one, with optional linearly rising step
+//! weights.
+//!
+//! At step k of N a fraction `1 - k/N` of the answer's valid cells is corrupted,
+//! by masking (the cell carries no loss) or by replacement with a random token.
+//! The cells are taken in a random order drawn per episode, so the corrupted set
+//! shrinks from step to step (each target improves on the previous one).
+
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use recursa_core::registry::{Axis, Field, PluginEntry};
+use recursa_core::step::Batch;
+use recursa_core::train::loss::IGNORE_LABEL_ID;
+use recursa_core::{Error, Result, SupervisionTarget, TargetConfig, B};
+use serde::{Deserialize, Serialize};
+
+/// How a corrupted cell is shown to the loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Corruption {
+    /// The cell is ignored (no loss).
+    Mask,
+    /// The cell's label is a random token in `replace_tokens`.
+    Replace,
+}
+
+fn d_tokens() -> [i32; 2] {
+    [2, 12]
+}
+
+/// The paper-text DIS target: linearly decreasing corruption of the answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisCorrupt {
+    /// N: supervision steps; step N is clean.
+    pub steps: usize,
+    /// `mask` or `replace`.
+    pub corruption: Corruption,
+    /// Token range `[low, high)` for replacement (default ARC colours [2, 12)).
+    #[serde(default = "d_tokens")]
+    pub replace_tokens: [i32; 2],
+    /// Weight step k's loss by 2k/(N+1) (mean 1), so later steps count more.
+    #[serde(default)]
+    pub step_weights: bool,
+}
+
+inventory::submit! {
+    PluginEntry {
+        name: "dis-corrupt",
+        axis: Axis::Target,
+        doc: "DIS (paper text): the answer corrupted (mask or replace) at rate 1-k/N at step k, optional rising step weights",
+        fields: &[
+            Field { name: "steps", doc: "N, supervision steps; step N is clean" },
+            Field { name: "corruption", doc: "mask (no loss on corrupted cells) or replace (random token)" },
+            Field { name: "replace_tokens", doc: "[low, high) of replacement tokens (default [2, 12])" },
+            Field { name: "step_weights", doc: "weight step k's loss by 2k/(N+1) (default false)" },
+        ],
+    }
+}
+
+#[typetag::serde(name = "dis-corrupt")]
+impl TargetConfig for DisCorrupt {
+    fn build(&self) -> Result<Box<dyn SupervisionTarget>> {
+        if self.steps == 0 {
+            return Err(Error::config("target.steps", "must be at least 1"));
+        }
+        if self.replace_tokens[0] >= self.replace_tokens[1] {
+            return Err(Error::config("target.replace_tokens", "needs low < high"));
+        }
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl SupervisionTarget for DisCorrupt {
+    fn name(&self) -> &'static str {
+        "dis-corrupt"
+    }
+
+    /// Per row: the order in which cells stop being corrupted, and the replacement tokens.
+    fn start(&self, data: &Batch, rng: &mut ChaCha8Rng) -> Option<Tensor<B, 3, Int>> {
+        let [rows, seq] = data.labels.dims();
+        let mut state = Vec::with_capacity(rows * 2 * seq);
+        for _ in 0..rows {
+            let mut order: Vec<i32> = (0..seq as i32).collect();
+            order.shuffle(rng);
+            state.extend(order);
+            state.extend(
+                (0..seq).map(|_| rng.random_range(self.replace_tokens[0]..self.replace_tokens[1])),
+            );
+        }
+        Some(Tensor::from_data(
+            TensorData::new(state, [rows, 2, seq]),
+            &data.labels.device(),
+        ))
+    }
+
+    fn target(
+        &self,
+        data: &Batch,
+        episode: Option<&Tensor<B, 3, Int>>,
+        steps: &Tensor<B, 1, Int>,
+    ) -> Tensor<B, 2, Int> {
+        let Some(state) = episode else {
+            return data.labels.clone();
+        };
+        let [rows, seq] = data.labels.dims();
+        let rank = state.clone().narrow(1, 0, 1).reshape([rows, seq]);
+        let tokens = state.clone().narrow(1, 1, 1).reshape([rows, seq]);
+        // Corrupt the cells whose rank is below (1 - k/N) * seq_len.
+        let n = self.steps as i64;
+        let k = steps.clone().clamp(0, n);
+        let limit = ((k.neg() + n) * seq as i64)
+            .div_scalar(n)
+            .reshape([rows, 1])
+            .expand([rows, seq]);
+        let valid = data.labels.clone().not_equal_elem(IGNORE_LABEL_ID);
+        let corrupt = rank.lower(limit).bool_and(valid);
+        match self.corruption {
+            Corruption::Mask => data.labels.clone().mask_fill(corrupt, IGNORE_LABEL_ID),
+            Corruption::Replace => data.labels.clone().mask_where(corrupt, tokens),
+        }
+    }
+
+    fn weight(&self, steps: &Tensor<B, 1, Int>) -> Option<Tensor<B, 1>> {
+        self.step_weights.then(|| {
+            let n = self.steps as f64;
+            steps.clone().clamp(1, self.steps as i64).float() * (2.0 / (n + 1.0))
+        })
+    }
+}

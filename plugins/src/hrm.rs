@@ -1,0 +1,115 @@
+//! HRM: the Hierarchical Reasoning Model's recursion schedule (Wang et al., 2025).
+//!
+//! Two networks: a fast low level f_L (`L_level`) and a slow high level f_H
+//! (`H_level`). One supervision step runs N high cycles of T low updates each,
+//! `z_L = f_L(z_L, z_H + x)`, each high cycle closed by `z_H = f_H(z_H, z_L)`.
+//! Only the very last low update and the last high update carry gradient (the
+//! "1-step gradient" approximation); everything before runs without gradient.
+//!
+//! | recursa    | reference  | paper |
+//! |------------|------------|-------|
+//! | `h_cycles` | `H_cycles` | N     |
+//! | `l_cycles` | `L_cycles` | T     |
+//! | `z_h`      | `z_H`      | z_H   |
+//! | `z_l`      | `z_L`      | z_L   |
+
+use burn::tensor::Tensor;
+use recursa_core::model::layers::Rope;
+use recursa_core::model::NetConfig;
+use recursa_core::registry::{Axis, Field, PluginEntry};
+use recursa_core::schedule::NetCalls;
+use recursa_core::step::{Latents, Net};
+use recursa_core::{Error, RecursionSchedule, Result, ScheduleConfig, B};
+use serde::{Deserialize, Serialize};
+
+/// HRM's schedule: N high cycles of T low updates, 1-step gradient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hrm {
+    /// N: high-level cycles per supervision step (reference `H_cycles`).
+    pub h_cycles: usize,
+    /// T: low-level updates per high cycle (reference `L_cycles`).
+    pub l_cycles: usize,
+}
+
+inventory::submit! {
+    PluginEntry {
+        name: "hrm",
+        axis: Axis::Schedule,
+        doc: "HRM: N high cycles of T updates z_L = f_L(z_L, z_H + x), each closed by z_H = f_H(z_H, z_L); 1-step gradient",
+        fields: &[
+            Field { name: "h_cycles", doc: "N, high-level cycles (reference H_cycles)" },
+            Field { name: "l_cycles", doc: "T, low-level updates per cycle (reference L_cycles)" },
+        ],
+    }
+}
+
+#[typetag::serde(name = "hrm")]
+impl ScheduleConfig for Hrm {
+    fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
+        if self.h_cycles == 0 || self.l_cycles == 0 {
+            return Err(Error::config(
+                "schedule",
+                "hrm needs h_cycles >= 1 and l_cycles >= 1",
+            ));
+        }
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl RecursionSchedule for Hrm {
+    fn name(&self) -> &'static str {
+        "hrm"
+    }
+
+    fn check(&self, net: &NetConfig) -> Result<()> {
+        if net.h_layers == 0 || net.l_layers == 0 {
+            return Err(Error::config(
+                "net.h_layers",
+                "the hrm schedule needs two levels: h_layers >= 1 and l_layers >= 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn calls_per_step(&self) -> NetCalls {
+        let total = self.h_cycles * (self.l_cycles + 1);
+        NetCalls {
+            with_grad: 2,
+            without_grad: total - 2,
+        }
+    }
+
+    fn recurse(
+        &self,
+        net: &Net,
+        latents: Latents,
+        x: Tensor<B, 3>,
+        rope: Option<&Rope<B>>,
+    ) -> Latents {
+        let h_level = net
+            .h_level
+            .as_ref()
+            .expect("checked by `check`: the net has an H level");
+        let Latents { mut z_h, mut z_l } = latents;
+        let (n, t) = (self.h_cycles, self.l_cycles);
+        // Everything but the last low and the last high update, without gradient.
+        for cycle in 0..n {
+            for update in 0..t {
+                if !(cycle == n - 1 && update == t - 1) {
+                    z_l = net
+                        .l_level
+                        .forward(z_l, z_h.clone() + x.clone(), rope)
+                        .detach();
+                }
+            }
+            if cycle != n - 1 {
+                z_h = h_level.forward(z_h, z_l.clone(), rope).detach();
+            }
+        }
+        // The 1-step gradient.
+        let z_l = net.l_level.forward(z_l, z_h.clone() + x, rope);
+        let z_h = h_level.forward(z_h, z_l.clone(), rope);
+        Latents { z_h, z_l }
+    }
+}
