@@ -97,6 +97,30 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Draw ARC tasks (and predictions with their vote tables) as PNG files and one HTML page.
+    #[command(
+        after_help = "Example:\n  recursa render --subset evaluation --tasks 00576224,31d5ba1a --out renders/\n  recursa render --subset evaluation --first 20 --submission submission.json --out renders/"
+    )]
+    Render {
+        /// Raw ARC subset: training, evaluation, training2, evaluation2, concept.
+        #[arg(long, default_value = "evaluation")]
+        subset: String,
+        /// Raw JSON prefix.
+        #[arg(long, default_value = "data/raw/arc/arc-agi")]
+        input_prefix: PathBuf,
+        /// Task ids, comma-separated (default: the first 10).
+        #[arg(long, value_delimiter = ',')]
+        tasks: Vec<String>,
+        /// The first N tasks instead of --tasks.
+        #[arg(long)]
+        first: Option<usize>,
+        /// Predictions in the evaluator's submission.json format.
+        #[arg(long)]
+        submission: Option<PathBuf>,
+        /// Output directory (index.html and one PNG per task).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Build datasets in the reference on-disk format.
     #[command(subcommand)]
     Data(DataCommand),
@@ -145,9 +169,181 @@ enum DataCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Build a Sudoku dataset from a CSV (source,question,answer,rating), reference semantics.
+    Sudoku {
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long)]
+        test_csv: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep this many training puzzles (seeded subsample).
+        #[arg(long)]
+        subsample: Option<usize>,
+        #[arg(long)]
+        min_difficulty: Option<i64>,
+        /// Augmentations per puzzle (digit permutation, transpose, band/stack/row/column permutations).
+        #[arg(long, default_value_t = 0)]
+        num_aug: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Build a Maze dataset from a CSV (`# SGo` alphabet), reference semantics.
+    Maze {
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long)]
+        test_csv: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        subsample: Option<usize>,
+        /// Add the 8 dihedral transforms of each maze.
+        #[arg(long)]
+        aug: bool,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Build an N-Queens dataset (the DIS repository's builder).
+    Nqueens {
+        #[arg(long, default_value_t = 8)]
+        board_size: usize,
+        #[arg(long, default_value_t = 800)]
+        num_train: usize,
+        #[arg(long, default_value_t = 200)]
+        num_test: usize,
+        #[arg(long, default_value_t = 8)]
+        num_aug: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Generate Sudoku puzzles with a unique solution as a CSV (a stand-in for Sudoku-Extreme).
+    GenerateSudoku {
+        /// 4, 6 or 9.
+        #[arg(long, default_value_t = 9)]
+        size: usize,
+        #[arg(long)]
+        count: usize,
+        /// Keep puzzles whose backtracking guess count is at least this.
+        #[arg(long, default_value_t = 0)]
+        min_rating: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Generate mazes with a marked shortest path as a CSV (a stand-in for Maze-Hard).
+    GenerateMaze {
+        #[arg(long, default_value_t = 30)]
+        size: usize,
+        #[arg(long)]
+        count: usize,
+        /// Keep mazes whose shortest path is longer than this (Maze-Hard: 110).
+        #[arg(long, default_value_t = 110)]
+        min_path_len: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
+    let err = |e: recursa_data::DataError| recursa_core::Error::Other(e.to_string());
+    let show = |v: serde_json::Value| {
+        println!("{}", serde_json::to_string_pretty(&v).expect("plain data"))
+    };
+    let cmd = match cmd {
+        DataCommand::Sudoku {
+            csv,
+            test_csv,
+            out,
+            subsample,
+            min_difficulty,
+            num_aug,
+            seed,
+        } => {
+            let mut o = recursa_data::SudokuBuildOptions::new(csv, test_csv, out);
+            (o.subsample_size, o.min_difficulty, o.num_aug, o.seed) =
+                (subsample, min_difficulty, num_aug, seed);
+            show(
+                serde_json::to_value(recursa_data::build_sudoku(&o).map_err(err)?)
+                    .expect("plain data"),
+            );
+            return Ok(true);
+        }
+        DataCommand::Maze {
+            csv,
+            test_csv,
+            out,
+            subsample,
+            aug,
+            seed,
+        } => {
+            let mut o = recursa_data::MazeBuildOptions::new(csv, test_csv, out);
+            (o.subsample_size, o.aug, o.seed) = (subsample, aug, seed);
+            show(
+                serde_json::to_value(recursa_data::build_maze(&o).map_err(err)?)
+                    .expect("plain data"),
+            );
+            return Ok(true);
+        }
+        DataCommand::Nqueens {
+            board_size,
+            num_train,
+            num_test,
+            num_aug,
+            seed,
+            out,
+        } => {
+            let mut o = recursa_data::NQueensBuildOptions::new(out);
+            (o.board_size, o.num_train, o.num_test, o.num_aug, o.seed) =
+                (board_size, num_train, num_test, num_aug, seed);
+            show(
+                serde_json::to_value(recursa_data::build_nqueens(&o).map_err(err)?)
+                    .expect("plain data"),
+            );
+            return Ok(true);
+        }
+        DataCommand::GenerateSudoku {
+            size,
+            count,
+            min_rating,
+            seed,
+            out,
+        } => {
+            let o = recursa_data::SudokuGenerateOptions {
+                size,
+                count,
+                min_rating,
+                seed,
+                out,
+            };
+            show(
+                serde_json::to_value(recursa_data::generate_sudoku_csv(&o).map_err(err)?)
+                    .expect("plain data"),
+            );
+            return Ok(true);
+        }
+        DataCommand::GenerateMaze {
+            size,
+            count,
+            min_path_len,
+            seed,
+            out,
+        } => {
+            let mut o = recursa_data::MazeGenerateOptions::new(count, out);
+            (o.size, o.min_path_len, o.seed) = (size, min_path_len, seed);
+            show(
+                serde_json::to_value(recursa_data::generate_maze_csv(&o).map_err(err)?)
+                    .expect("plain data"),
+            );
+            return Ok(true);
+        }
+        arc => arc,
+    };
     let DataCommand::Arc {
         subsets,
         test_set,
@@ -156,7 +352,10 @@ fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
         out,
         input_prefix,
         threads,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("every other data command returned above");
+    };
     let mut opts = recursa_data::ArcBuildOptions::new(input_prefix, out);
     opts.subsets = subsets;
     opts.test_set = (!test_set.is_empty()).then_some(test_set);
@@ -195,6 +394,13 @@ fn import_torch(
 }
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of stdout goes away (`recursa ... | head`), as
+    // command-line tools do, instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::VerifyReference { files, backend } => verify_reference(&files, &backend),
@@ -215,6 +421,23 @@ fn main() -> ExitCode {
             true
         }),
         Command::Data(cmd) => data_arc(cmd),
+        Command::Render { subset, input_prefix, tasks, first, submission, out } => {
+            use recursa_data::render::{render_arc, RenderOptions, TaskSelection};
+            let mut opts = RenderOptions::subset(input_prefix, subset, out);
+            opts.tasks = match (first, tasks.is_empty()) {
+                (Some(n), _) => TaskSelection::First(n),
+                (None, false) => TaskSelection::Ids(tasks),
+                (None, true) => TaskSelection::First(10),
+            };
+            opts.submission = submission;
+            render_arc(&opts).map_err(|e| recursa_core::Error::Other(e.to_string())).map(|summary| {
+                for w in &summary.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}: {} tasks, {} PNG files", summary.index.display(), summary.tasks.len(), summary.pngs.len());
+                true
+            })
+        }
         Command::ImportTorch { checkpoint, config, out } => import_torch(&checkpoint, &config, &out),
         Command::Bench { config, backend, steps, batch, peak_tflops } => {
             ExperimentConfig::load(&config).and_then(|e| recursa::bench::bench(&e, &backend, steps, batch, peak_tflops)).map(|r| {

@@ -348,17 +348,20 @@ pub fn verify_file(path: &Path, device: &Device) -> Result<Report> {
     })
 }
 
+/// A network shape and one plugin config on each axis.
+type PluginChoice = (
+    recursa_core::model::NetConfig,
+    Box<dyn recursa_core::ScheduleConfig>,
+    Box<dyn recursa_core::TargetConfig>,
+    Box<dyn recursa_core::HaltingConfig>,
+);
+
 /// The model a reference fixture describes (by its kind), with its weights loaded.
 pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel> {
     use recursa_core::{HaltingConfig, ScheduleConfig, TargetConfig};
     let mut cfg = fx.config()?;
     let (t, n, max) = (cfg.H_cycles, cfg.L_cycles, cfg.halt_max_steps);
-    let (net_config, schedule, target, halting): (
-        _,
-        Box<dyn ScheduleConfig>,
-        Box<dyn TargetConfig>,
-        Box<dyn HaltingConfig>,
-    ) = match fx.kind.as_str() {
+    let (net_config, schedule, target, halting): PluginChoice = match fx.kind.as_str() {
         // HRM and the baseline always derive the prefix by ceil-div (no puzzle_emb_len key).
         "hrm_forward" => {
             cfg.puzzle_emb_len = 0;

@@ -196,6 +196,8 @@ impl Dense {
 pub struct EvalResult {
     pub step: usize,
     pub examples: usize,
+    /// Network calls per example in the rollout (supervision steps x calls per step).
+    pub net_calls_per_example: usize,
     pub exact_accuracy: f64,
     pub accuracy: f64,
     pub seconds: f64,
@@ -366,6 +368,8 @@ impl Trainer {
         EvalResult {
             step: self.step,
             examples: total.count as usize,
+            net_calls_per_example: self.model.halting.max_steps()
+                * self.model.schedule.calls_per_step().total(),
             exact_accuracy: total.exact_accuracy / n,
             accuracy: total.accuracy / n,
             seconds: start.elapsed().as_secs_f64(),
@@ -460,6 +464,7 @@ pub fn fit(
     let tokens_per_step = (cfg.global_batch_size * train.seq_len) as f64;
     let start = Instant::now();
     let first = trainer.step;
+    let calls = trainer.model.schedule.calls_per_step();
     let mut last_eval = None;
     let io = |e: std::io::Error| Error::io(run_dir.join("metrics.jsonl"), e);
     let stop = until.unwrap_or(cfg.steps).min(cfg.steps);
@@ -477,11 +482,16 @@ pub fn fit(
         }
         let elapsed = start.elapsed().as_secs_f64();
         let rate = (step - first) as f64 / elapsed.max(1e-9);
+        // Forward-pass accounting: network calls per example in this supervision
+        // step, and in all optimizer steps so far (every row makes one step each).
+        let bootstrap = usize::from(trainer.model.halting.bootstraps_q()) * calls.total();
         let line = serde_json::json!({
             "kind": "train", "step": step, "lr": trainer.schedule.lr(cfg.lr, step),
             "lm_loss": m.lm_loss, "q_halt_loss": m.q_halt_loss, "accuracy": m.accuracy,
             "exact_accuracy": m.exact_accuracy, "q_halt_accuracy": m.q_halt_accuracy,
             "steps": m.steps, "count": m.count,
+            "net_calls_per_example": calls.total() + bootstrap, "net_calls_with_grad": calls.with_grad,
+            "net_calls_total": step * cfg.global_batch_size * (calls.total() + bootstrap),
             "examples_per_s": rate * cfg.global_batch_size as f64, "tokens_per_s": rate * tokens_per_step,
         });
         writeln!(log, "{line}").map_err(io)?;
@@ -498,11 +508,12 @@ pub fn fit(
         if step.is_multiple_of(eval_every) || step == cfg.steps {
             let r = trainer.evaluate(test, cfg.global_batch_size);
             let line = serde_json::json!({ "kind": "eval", "step": step, "exact_accuracy": r.exact_accuracy,
-                "accuracy": r.accuracy, "examples": r.examples, "seconds": r.seconds });
+                "accuracy": r.accuracy, "examples": r.examples, "seconds": r.seconds,
+                "net_calls_per_example": r.net_calls_per_example });
             writeln!(log, "{line}").map_err(io)?;
             eprintln!(
-                "\neval at step {step}: exact accuracy {:.4} ({} examples), token accuracy {:.4}",
-                r.exact_accuracy, r.examples, r.accuracy
+                "\neval at step {step}: exact accuracy {:.4} ({} examples), token accuracy {:.4}, {} network calls per example",
+                r.exact_accuracy, r.examples, r.accuracy, r.net_calls_per_example
             );
             last_eval = Some(r);
         }

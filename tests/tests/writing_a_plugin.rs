@@ -1,0 +1,121 @@
+//! The example of docs/writing-a-plugin.md, compiled and run: a new halting
+//! policy in one file. Everything between the two `---` markers is the plugin.
+
+// --- the plugin -------------------------------------------------------------
+use burn::tensor::{activation, Bool, Tensor};
+use rand_chacha::ChaCha8Rng;
+use recursa_core::halting::HaltInput;
+use recursa_core::registry::{Axis, Field, PluginEntry};
+use recursa_core::step::StepOutput;
+use recursa_core::train::loss::bce_with_logits_sum;
+use recursa_core::{Error, HaltingConfig, HaltingPolicy, Result, B};
+use serde::{Deserialize, Serialize};
+
+/// Halts a row in training once the halting head is at least `confidence` sure
+/// that its answer is right: `sigmoid(q_halt) >= confidence`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfidentHalt {
+    /// The most supervision steps.
+    pub max_steps: usize,
+    /// Probability threshold in (0, 1).
+    pub confidence: f64,
+}
+
+inventory::submit! {
+    PluginEntry {
+        name: "confident-halt",
+        axis: Axis::Halting,
+        doc: "halt when sigmoid(q_halt) >= confidence (training); evaluation runs max_steps",
+        fields: &[
+            Field { name: "max_steps", doc: "most supervision steps" },
+            Field { name: "confidence", doc: "probability threshold in (0, 1)" },
+        ],
+    }
+}
+
+#[typetag::serde(name = "confident-halt")]
+impl HaltingConfig for ConfidentHalt {
+    fn build(&self) -> Result<Box<dyn HaltingPolicy>> {
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(Error::config("halting.confidence", "must be in (0, 1)"));
+        }
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl HaltingPolicy for ConfidentHalt {
+    fn name(&self) -> &'static str {
+        "confident-halt"
+    }
+
+    fn max_steps(&self) -> usize {
+        self.max_steps
+    }
+
+    fn halted(&self, input: &HaltInput, _rng: &mut ChaCha8Rng) -> Tensor<B, 1, Bool> {
+        let last = input
+            .steps
+            .clone()
+            .greater_equal_elem(self.max_steps as i64);
+        if !input.training {
+            return last;
+        }
+        let sure = activation::sigmoid(input.q_halt.clone()).greater_equal_elem(self.confidence);
+        last.bool_or(sure)
+    }
+
+    /// Trains the halting head as ACT does: BCE against "the answer is right".
+    fn q_loss(
+        &self,
+        out: &StepOutput,
+        seq_is_correct: &Tensor<B, 1>,
+    ) -> (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>) {
+        (
+            Some(bce_with_logits_sum(
+                out.q_halt_logits.clone(),
+                seq_is_correct.clone(),
+            )),
+            None,
+        )
+    }
+}
+// --- end of the plugin ------------------------------------------------------
+
+use recursa_core::experiment::ExperimentConfig;
+use recursa_core::registry;
+use recursa_core::train::trainer::Trainer;
+use recursa_plugins as _;
+
+fn quick_with(halting: &str) -> String {
+    let path = recursa_tests::repo_root().join("experiments/configs/quick-flip.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("[halting]").unwrap();
+    let end = text.find("[train]").unwrap();
+    format!("{}[halting]\n{halting}\n\n{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn the_example_plugin_is_registered_and_trains() {
+    let entry = registry::find(Axis::Halting, "confident-halt").unwrap();
+    assert_eq!(entry.fields.len(), 2);
+    let text = quick_with("name = \"confident-halt\"\nmax_steps = 4\nconfidence = 0.9");
+    let e = ExperimentConfig::from_toml(&text, "quick-flip.toml").unwrap();
+    let (train, _) = recursa::tasks::generate(e.data.as_ref().unwrap(), e.seed).unwrap();
+    let mut t = Trainer::new(&e, &recursa_backends::device("cpu").unwrap(), train.len()).unwrap();
+    for _ in 0..4 {
+        let m = t.train_step(&train);
+        assert!(m.lm_loss.is_finite() && m.q_halt_loss > 0.0, "{m:?}");
+    }
+    // Its own config errors come back through the experiment file.
+    let bad = ExperimentConfig::from_toml(
+        &quick_with("name = \"confident-halt\"\nmax_steps = 4\nconfidence = 2.0"),
+        "q.toml",
+    )
+    .unwrap();
+    let err = bad
+        .build(&recursa_backends::device("cpu").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("halting.confidence"), "{err}");
+}
