@@ -184,13 +184,24 @@ pub fn compare_f32(
     atol: f64,
     rtol: f64,
 ) -> Comparison {
-    let (mut max_abs, mut max_rel, mut bad) = (0.0f64, 0.0f64, 0usize);
-    if got.len() != want.len() {
-        bad = got.len().max(want.len());
-    }
+    let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    compare_f64(name, shape, &widen(got), &widen(want), atol, rtol)
+}
+
+/// Compares f64 values under `|a - b| <= atol + rtol * |b|`, element-wise.
+pub fn compare_f64(
+    name: &str,
+    shape: Vec<usize>,
+    got: &[f64],
+    want: &[f64],
+    atol: f64,
+    rtol: f64,
+) -> Comparison {
+    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    let mut bad = got.len().abs_diff(want.len());
     for (&a, &b) in got.iter().zip(want) {
-        let (a, b) = (a as f64, b as f64);
-        let d = (a - b).abs();
+        // Equal values (infinities included) differ by 0.
+        let d = if a == b { 0.0 } else { (a - b).abs() };
         // A NaN difference is not `<=` anything, so it counts as a mismatch.
         let within = d <= atol + rtol * b.abs();
         if !within {
@@ -358,7 +369,6 @@ type PluginChoice = (
 
 /// The model a reference fixture describes (by its kind), with its weights loaded.
 pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel> {
-    use recursa_core::{HaltingConfig, ScheduleConfig, TargetConfig};
     let mut cfg = fx.config()?;
     let (t, n, max) = (cfg.H_cycles, cfg.L_cycles, cfg.halt_max_steps);
     let (net_config, schedule, target, halting): PluginChoice = match fx.kind.as_str() {

@@ -17,8 +17,8 @@ use recursa_core::{Device, Error, Result, B};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::verify::{
-    check_float, check_int, compare_f32, int_tensor, read_batch, read_i32, trm_from_reference,
-    Comparison, Fixture, Tolerance,
+    check_float, check_int, compare_f32, compare_f64, int_tensor, read_batch, read_i32,
+    trm_from_reference, Comparison, Fixture,
 };
 
 /// Reads an F64 (or F32) tensor as f64 values.
@@ -54,39 +54,6 @@ fn values_f64<const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
         .convert::<f64>()
         .to_vec::<f64>()
         .expect("converted to f64")
-}
-
-/// Compares f64 values under `|a-b| <= atol + rtol*|b|`.
-fn compare_f64(
-    name: &str,
-    shape: Vec<usize>,
-    got: &[f64],
-    want: &[f64],
-    atol: f64,
-    rtol: f64,
-) -> Comparison {
-    let (mut max_abs, mut max_rel, mut bad) = (0.0f64, 0.0f64, got.len().abs_diff(want.len()));
-    for (&a, &b) in got.iter().zip(want) {
-        let d = if a == b { 0.0 } else { (a - b).abs() };
-        let within = d <= atol + rtol * b.abs();
-        if !within {
-            bad += 1;
-        }
-        max_abs = max_abs.max(if d.is_nan() { f64::INFINITY } else { d });
-        if b != 0.0 {
-            max_rel = max_rel.max(d / b.abs());
-        }
-    }
-    Comparison {
-        tensor: name.into(),
-        shape,
-        max_abs_err: max_abs,
-        max_rel_err: max_rel,
-        mismatches: bad,
-        tolerance: Tolerance::Close { atol, rtol },
-        ok: bad == 0,
-        detail: None,
-    }
 }
 
 /// A gradient check: `max|a-b| <= 1e-4 * max|ref| + 1e-6` over the tensor.
