@@ -44,13 +44,26 @@ fn verify_reference_passes_on_the_trm_fixture() {
 
 #[test]
 fn verify_reference_refuses_what_it_cannot_check() {
-    // A fixture of a kind this release does not run yet: named, with the supported kinds.
-    let (code, _, err) = recursa(&["verify-reference", "tests/fixtures/dis_shared.safetensors"]);
+    // A fixture of a kind this release does not know: named, with the supported kinds.
+    let dir = std::env::temp_dir().join(format!("recursa-kind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mystery.safetensors");
+    let bytes = 1.0f32.to_le_bytes();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &bytes).unwrap();
+    let metadata = std::collections::HashMap::from([(
+        "fixture".to_string(),
+        r#"{"kind": "mystery"}"#.to_string(),
+    )]);
+    let file = safetensors::serialize([("x".to_string(), view)], &Some(metadata)).unwrap();
+    std::fs::write(&path, file).unwrap();
+    let (code, _, err) = recursa(&["verify-reference", path.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("`dis`") && err.contains("supported: trm_forward"),
+        err.contains("`mystery`") && err.contains("supported: trm_forward"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).ok();
     // Not a safetensors file at all.
     let (code, _, err) = recursa(&["verify-reference", "Cargo.toml"]);
     assert_eq!(code, 2);
