@@ -7,7 +7,7 @@
 //!   written into a temporary directory that is renamed at the end, like [`crate::arc`].
 //!
 //! The ARC builder keeps its temporary-directory and split-writer helpers private, so the
-//! small equivalents below exist for the puzzle builders (see the report that added them).
+//! small equivalents below exist for the puzzle builders; merging the two is a clean-up to do.
 //!
 //! CSV dialect: comma-separated, optional double-quote quoting with `""` as an escaped quote
 //! (as Python's `csv` module reads and writes by default), `\n` or `\r\n` line ends. The reader

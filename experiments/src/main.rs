@@ -206,7 +206,8 @@ enum DataCommand {
     },
     /// Build an N-Queens dataset (the DIS repository's builder).
     Nqueens {
-        #[arg(long, default_value_t = 8)]
+        /// Board side.
+        #[arg(long = "size", default_value_t = 8)]
         board_size: usize,
         #[arg(long, default_value_t = 800)]
         num_train: usize,
@@ -214,6 +215,12 @@ enum DataCommand {
         num_test: usize,
         #[arg(long, default_value_t = 8)]
         num_aug: usize,
+        /// Queens given in each puzzle (default: as the builder chooses).
+        #[arg(long)]
+        num_given: Option<usize>,
+        /// Keep puzzles with several completions (the DIS source's behaviour).
+        #[arg(long)]
+        no_unique: bool,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long)]
@@ -243,6 +250,9 @@ enum DataCommand {
         /// Keep mazes whose shortest path is longer than this (Maze-Hard: 110).
         #[arg(long, default_value_t = 110)]
         min_path_len: usize,
+        /// Percentage of extra walls opened to make loops.
+        #[arg(long, default_value_t = 5)]
+        loop_percent: u32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long)]
@@ -295,12 +305,15 @@ fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
             num_train,
             num_test,
             num_aug,
+            num_given,
+            no_unique,
             seed,
             out,
         } => {
             let mut o = recursa_data::NQueensBuildOptions::new(out);
             (o.board_size, o.num_train, o.num_test, o.num_aug, o.seed) =
                 (board_size, num_train, num_test, num_aug, seed);
+            (o.num_given, o.unique) = (num_given, !no_unique);
             show(
                 serde_json::to_value(recursa_data::build_nqueens(&o).map_err(err)?)
                     .expect("plain data"),
@@ -331,11 +344,13 @@ fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
             size,
             count,
             min_path_len,
+            loop_percent,
             seed,
             out,
         } => {
             let mut o = recursa_data::MazeGenerateOptions::new(count, out);
-            (o.size, o.min_path_len, o.seed) = (size, min_path_len, seed);
+            (o.size, o.min_path_len, o.loop_percent, o.seed) =
+                (size, min_path_len, loop_percent, seed);
             show(
                 serde_json::to_value(recursa_data::generate_maze_csv(&o).map_err(err)?)
                     .expect("plain data"),
