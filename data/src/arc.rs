@@ -446,7 +446,7 @@ pub fn build_arc_from_subsets(
 }
 
 /// Fails with [`DataError::OutputExists`] if `out` exists (file, directory or link).
-fn check_output_free(out: &Path) -> Result<(), DataError> {
+pub(crate) fn check_output_free(out: &Path) -> Result<(), DataError> {
     if out.symlink_metadata().is_ok() {
         return Err(DataError::OutputExists {
             path: out.to_path_buf(),
@@ -456,14 +456,14 @@ fn check_output_free(out: &Path) -> Result<(), DataError> {
 }
 
 /// A temporary directory removed on drop unless [`TempDir::commit`] renamed it.
-struct TempDir {
-    path: PathBuf,
+pub(crate) struct TempDir {
+    pub(crate) path: PathBuf,
     committed: bool,
 }
 
 impl TempDir {
     /// Creates `.{name}.{pid}.{n}.tmp` next to `out` (creating `out`'s parent if needed).
-    fn next_to(out: &Path) -> Result<TempDir, DataError> {
+    pub(crate) fn next_to(out: &Path) -> Result<TempDir, DataError> {
         let name = out.file_name().ok_or_else(|| {
             DataError::InvalidOptions(format!("output {} has no file name", out.display()))
         })?;
@@ -487,7 +487,7 @@ impl TempDir {
     }
 
     /// Renames the directory to `out`, unless `out` appeared meanwhile.
-    fn commit(mut self, out: &Path) -> Result<(), DataError> {
+    pub(crate) fn commit(mut self, out: &Path) -> Result<(), DataError> {
         check_output_free(out)?;
         std::fs::rename(&self.path, out).map_err(|e| DataError::io(out, e))?;
         self.committed = true;
@@ -851,7 +851,7 @@ impl DatasetMetadata {
 }
 
 /// Writes `value` as JSON formatted like Python's `json.dump`.
-fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), DataError> {
+pub(crate) fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), DataError> {
     let bytes = to_python_json(value).map_err(|e| DataError::json(path, e))?;
     std::fs::write(path, bytes).map_err(|e| DataError::io(path, e))
 }

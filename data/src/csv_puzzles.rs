@@ -6,17 +6,16 @@
 //!   example (`train/` and `test/` with `dataset.json` and `all__*.npy`, `identifiers.json`),
 //!   written into a temporary directory that is renamed at the end, like [`crate::arc`].
 //!
-//! The ARC builder keeps its temporary-directory and split-writer helpers private, so the
-//! small equivalents below exist for the puzzle builders; merging the two is a clean-up to do.
+//! The temporary directory, the output check and the JSON writer are the ARC builder's.
 //!
 //! CSV dialect: comma-separated, optional double-quote quoting with `""` as an escaped quote
 //! (as Python's `csv` module reads and writes by default), `\n` or `\r\n` line ends. The reader
 //! never panics, whatever the bytes; every error names the file, the 1-based row (the header is
 //! row 1; a row is the physical line where a record starts) and the field.
 
-use crate::arc::{DatasetMetadata, SplitSummary};
+pub(crate) use crate::arc::check_output_free;
+use crate::arc::{write_json, DatasetMetadata, SplitSummary, TempDir};
 use crate::error::DataError;
-use crate::json::to_python_json;
 use crate::npy::{write_npy_i32, NpyDtype, NpyWriter};
 use serde::Serialize;
 use std::io::Write;
@@ -374,7 +373,9 @@ pub fn write_puzzle_csv(out: &Path, records: &[PuzzleRecord]) -> Result<(), Data
 /// Writes `bytes` to a temporary sibling of `out`, then publishes it under `out` without
 /// ever replacing an existing file.
 fn write_file_atomic(out: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    let tmp = temp_sibling(out)?;
+    // The file is written inside a temporary sibling directory (removed on drop).
+    let dir = TempDir::next_to(out)?;
+    let tmp = dir.path.join("file");
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
         f.write_all(bytes).map_err(|e| DataError::io(&tmp, e))?;
@@ -393,37 +394,8 @@ fn write_file_atomic(out: &Path, bytes: &[u8]) -> Result<(), DataError> {
             }
         }
     })();
-    let _ = std::fs::remove_file(&tmp);
+    drop(dir);
     result
-}
-
-/// Fails with [`DataError::OutputExists`] if `out` exists (file, directory or link).
-pub(crate) fn check_output_free(out: &Path) -> Result<(), DataError> {
-    if out.symlink_metadata().is_ok() {
-        return Err(DataError::OutputExists {
-            path: out.to_path_buf(),
-        });
-    }
-    Ok(())
-}
-
-/// `.{name}.{pid}.{n}.tmp` next to `out`, creating `out`'s parent directory if needed.
-fn temp_sibling(out: &Path) -> Result<PathBuf, DataError> {
-    let name = out.file_name().ok_or_else(|| {
-        DataError::InvalidOptions(format!("output {} has no file name", out.display()))
-    })?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| DataError::io(&parent, e))?;
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(parent.join(format!(
-        ".{}.{}.{n}.puzzles.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -455,47 +427,30 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// A temporary output directory, removed on drop unless committed (renamed to the output).
+/// The ARC builder's temporary output directory, plus the `identifiers.json` every
+/// puzzle dataset gets on commit.
 pub(crate) struct TempOutput {
     pub(crate) path: PathBuf,
-    committed: bool,
+    dir: TempDir,
 }
 
 impl TempOutput {
     /// Creates a hidden temporary directory next to `out`; fails if `out` exists.
     pub(crate) fn next_to(out: &Path) -> Result<TempOutput, DataError> {
         check_output_free(out)?;
-        let path = temp_sibling(out)?;
-        std::fs::create_dir(&path).map_err(|e| DataError::io(&path, e))?;
+        let dir = TempDir::next_to(out)?;
         Ok(TempOutput {
-            path,
-            committed: false,
+            path: dir.path.clone(),
+            dir,
         })
     }
 
     /// Writes `identifiers.json` (`["<blank>"]`: these builders use only the blank id, as the
     /// reference) and renames the directory to `out` unless `out` appeared meanwhile.
-    pub(crate) fn commit(mut self, out: &Path) -> Result<(), DataError> {
+    pub(crate) fn commit(self, out: &Path) -> Result<(), DataError> {
         write_json(&self.path.join("identifiers.json"), &["<blank>"])?;
-        check_output_free(out)?;
-        std::fs::rename(&self.path, out).map_err(|e| DataError::io(out, e))?;
-        self.committed = true;
-        Ok(())
+        self.dir.commit(out)
     }
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// Writes `value` as JSON formatted like Python's `json.dump`.
-fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), DataError> {
-    let bytes = to_python_json(value).map_err(|e| DataError::json(path, e))?;
-    std::fs::write(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
 /// Streams one split of single-example puzzles to `all__*.npy` files.
