@@ -57,6 +57,23 @@ pub trait HaltingConfig: Debug + Send + Sync {
     fn build(&self) -> Result<Box<dyn HaltingPolicy>>;
 }
 
+/// Checks the settings every ACT policy shares, naming the field.
+pub fn check_act_settings(max_steps: usize, exploration: f64) -> Result<()> {
+    if max_steps == 0 {
+        return Err(crate::Error::config(
+            "halting.max_steps",
+            "must be at least 1",
+        ));
+    }
+    if !(0.0..=1.0).contains(&exploration) {
+        return Err(crate::Error::config(
+            "halting.exploration",
+            "must be in [0, 1]",
+        ));
+    }
+    Ok(())
+}
+
 /// ACT halting as the reference computes it: in evaluation (or with one step) a
 /// row halts at `max_steps`; in training also when it wants to (`q_halt > 0`, or
 /// `q_halt > q_continue` with `compare_continue`), but not before a random

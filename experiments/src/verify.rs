@@ -434,11 +434,6 @@ pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel
     LoopedModel::new(net, schedule.build()?, target.build()?, halting.build()?)
 }
 
-/// The TRM model of a `trm_*` fixture.
-pub fn trm_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel> {
-    model_from_reference(fx, device)
-}
-
 /// `trm_forward`, `hrm_forward`, `baseline_forward`: K evaluation ACT steps from
 /// the initial carry with one batch.
 fn verify_forward(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {

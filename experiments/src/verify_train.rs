@@ -17,8 +17,8 @@ use recursa_core::{Device, Error, Result, B};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::verify::{
-    check_float, check_int, compare_f32, compare_f64, int_tensor, read_batch, read_i32,
-    trm_from_reference, Comparison, Fixture,
+    check_float, check_int, compare_f32, compare_f64, int_tensor, model_from_reference, read_batch,
+    read_i32, Comparison, Fixture,
 };
 
 /// Reads an F64 (or F32) tensor as f64 values.
@@ -568,7 +568,7 @@ pub fn verify_trm_train_step(fx: &Fixture, device: &Device) -> Result<Vec<Compar
     let mut out = Vec::new();
 
     // 1. Train step 1 from the initial carry.
-    let model = trm_from_reference(fx, &ad)?;
+    let model = model_from_reference(fx, &ad)?;
     let batch = read_batch(&st, &fx.file, "", &ad)?;
     let (carry, step_out, step_loss) = run_step(&model, model.initial_carry(&batch), &batch);
     out.extend(check_train_step(

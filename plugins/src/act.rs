@@ -7,11 +7,11 @@
 
 use burn::tensor::{Bool, Tensor};
 use rand_chacha::ChaCha8Rng;
-use recursa_core::halting::{act_halted, HaltInput};
+use recursa_core::halting::{act_halted, check_act_settings, HaltInput};
 use recursa_core::registry::{Axis, Field, PluginEntry};
 use recursa_core::step::StepOutput;
 use recursa_core::train::loss::bce_with_logits_sum;
-use recursa_core::{Error, HaltingConfig, HaltingPolicy, Result, B};
+use recursa_core::{HaltingConfig, HaltingPolicy, Result, B};
 use serde::{Deserialize, Serialize};
 
 fn default_true() -> bool {
@@ -48,12 +48,7 @@ inventory::submit! {
 #[typetag::serde(name = "act-halt")]
 impl HaltingConfig for ActHalt {
     fn build(&self) -> Result<Box<dyn HaltingPolicy>> {
-        if self.max_steps == 0 {
-            return Err(Error::config("halting.max_steps", "must be at least 1"));
-        }
-        if !(0.0..=1.0).contains(&self.exploration) {
-            return Err(Error::config("halting.exploration", "must be in [0, 1]"));
-        }
+        check_act_settings(self.max_steps, self.exploration)?;
         Ok(Box::new(self.clone()))
     }
 }

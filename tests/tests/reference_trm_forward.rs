@@ -35,7 +35,7 @@ fn trm_forward_matches_the_reference_on_cpu() {
 fn a_wrong_schedule_fails_verification() {
     // The comparison must be able to fail: the same weights with n = 3 instead of 2.
     let fx = Fixture::open(&fixture("trm_forward_shared.safetensors")).unwrap();
-    let model = verify::trm_from_reference(&fx, &cpu()).unwrap();
+    let model = verify::model_from_reference(&fx, &cpu()).unwrap();
     let wrong = recursa_core::step::LoopedModel::new(
         model.net,
         Box::new(recursa_plugins::Trm {
