@@ -11,3 +11,27 @@ pub mod verify_train;
 
 // Link every plugin into whatever uses this library (inventory/typetag registrations).
 use recursa_plugins as _;
+
+/// `6829058` as `6,829,058`: parameter counts as papers and configs write them.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_groups_digits_in_threes() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+        assert_eq!(super::thousands(6_829_058), "6,829,058");
+    }
+}

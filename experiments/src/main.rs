@@ -561,7 +561,10 @@ fn inspect(path: &std::path::Path) -> recursa_core::Result<bool> {
     let calls = model.schedule.calls_per_step();
     let max_steps = model.halting.max_steps();
     println!("experiment: {}", path.display());
-    println!("parameters: {}", model.net.num_trainable_params());
+    println!(
+        "parameters: {}",
+        recursa::thousands(model.net.num_trainable_params())
+    );
     println!(
         "positions:  {} ({} puzzle prefix + {} tokens)",
         config.net.total_len(),

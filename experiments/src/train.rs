@@ -111,7 +111,7 @@ pub fn train(
     let calls = trainer.model.schedule.calls_per_step();
     eprintln!(
         "{source}: {} parameters, {} train / {} test examples, {} network calls per supervision step, backend {backend}, run {}",
-        trainer.model.net.num_trainable_params(),
+        crate::thousands(trainer.model.net.num_trainable_params()),
         train_set.len(),
         test_set.len(),
         calls.total(),

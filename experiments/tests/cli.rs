@@ -115,7 +115,7 @@ fn backends_lists_cpu_as_working() {
 fn inspect_prints_the_parameter_count() {
     let (code, out, err) = recursa(&["inspect", "experiments/configs/trm-sudoku-mlpt.toml"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("parameters: 5028866"), "{out}");
+    assert!(out.contains("parameters: 5,028,866"), "{out}");
     assert!(out.contains("336 network calls per example"), "{out}");
 }
 

@@ -26,6 +26,50 @@ fn trm_sudoku_mlp_t_has_the_reference_parameter_count() {
     assert_eq!(params("trm-sudoku-mlpt.toml"), 5_028_866);
 }
 
+/// Every shipped paper config, with the count the config's comment (and the
+/// README catalogue) states. The ones the reference code can count directly
+/// (TRM ARC, TRM Sudoku, DIS-compact) have their own tests above and in mixing.rs;
+/// the rest are the same blocks at other widths and depths, counted by hand:
+/// a block is 4h^2 (attention) + 3*h*inter (SwiGLU, inter = 4h*2/3 rounded up to
+/// 256), plus token embedding, LM head and Q head.
+#[test]
+fn every_paper_config_has_its_documented_parameter_count() {
+    let block = |h: usize| {
+        let inter = (4 * h * 2).div_ceil(3).div_ceil(256) * 256;
+        4 * h * h + 3 * h * inter
+    };
+    let heads = |h: usize| 12 * h + h * 12 + 2 * h + 2;
+    let cases = [
+        ("trm-arc1.toml", 6_829_058, 2 * block(512) + heads(512)),
+        ("trm-arc2.toml", 6_829_058, 2 * block(512) + heads(512)),
+        ("trm-paper-recursion.toml", 6_829_058, 2 * block(512) + heads(512)),
+        ("trm-medium.toml", 6_829_058, 2 * block(512) + heads(512)),
+        ("trm-maze.toml", 6_822_914, 2 * block(512) + 6 * 512 * 2 + 2 * 512 + 2),
+        ("hrm-arc1.toml", 27_276_290, 8 * block(512) + heads(512)),
+        ("dis-compact.toml", 860_674, block(256) + heads(256) + 8 * 256),
+        ("dis-medium.toml", 6_833_154, 2 * block(512) + heads(512) + 8 * 512),
+        ("trm-compact.toml", 858_626, block(256) + heads(256)),
+    ];
+    for (config, documented, by_hand) in cases {
+        assert_eq!(documented, by_hand, "{config}: the hand count");
+        assert_eq!(params(config), documented, "{config}");
+        let text = std::fs::read_to_string(repo_root().join("experiments/configs").join(config))
+            .unwrap();
+        let printed = documented
+            .to_string()
+            .as_bytes()
+            .rchunks(3)
+            .rev()
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(
+            text.contains(&printed),
+            "{config} should state its count {printed} in its comment"
+        );
+    }
+}
+
 const SMALL: &str = r#"
 seed = 1
 [net]
