@@ -23,3 +23,44 @@ pub fn repo_root() -> std::path::PathBuf {
         .expect("tests/ sits in the repository root")
         .to_path_buf()
 }
+
+/// Gives the tensors the reference zero-initialises (the puzzle table, the Q head)
+/// values uniform in [-0.5, 0.5) drawn from `seed`, so that tests exercise those
+/// paths too. The weights go through a safetensors round trip, so this works on
+/// any backend's device.
+pub fn randomize_zero_inits<B: burn::tensor::backend::Backend>(
+    net: &mut recursa_core::model::ReasoningNet<B>,
+    seed: u64,
+) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut state = recursa_core::weights::net_state_dict(net);
+    for name in [
+        "inner.puzzle_emb.weights",
+        "inner.q_head.weight",
+        "inner.q_head.bias",
+    ] {
+        if let Some(t) = state.get_mut(name) {
+            t.values
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-0.5..0.5));
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.shape.clone(),
+                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = bytes.iter().map(|(n, s, b)| {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+        (n.clone(), view.expect("shape and byte length come from one tensor"))
+    });
+    let file = safetensors::serialize(views, &None).expect("in-memory serialisation");
+    recursa_core::weights::load_net(net, &file, "random", "")
+        .expect("the names and shapes come from this network");
+}

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recursa_core::model::{NetConfig, PosEncoding};
 use recursa_core::step::{Batch, LoopedModel, Net, StepContext};
-use recursa_core::weights::{load_net, net_state_dict, save_net_file};
+use recursa_core::weights::{net_state_dict, save_net_file};
 use recursa_core::{Device, B};
 use recursa_plugins::{ActHalt, FinalAnswer, Trm};
 use recursa_tests::naive;
@@ -37,42 +37,10 @@ fn base() -> NetConfig {
     }
 }
 
-/// A network with every tensor random (the reference zero-inits the puzzle table
-/// and the Q head, which would leave those paths unchecked).
+/// A network with every tensor random (see [`recursa_tests::randomize_zero_inits`]).
 fn random_net(config: &NetConfig, seed: u64) -> Net {
-    let device = cpu();
-    let mut net = Net::new(config, seed, &device).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
-    let mut state = net_state_dict(&net);
-    for name in [
-        "inner.puzzle_emb.weights",
-        "inner.q_head.weight",
-        "inner.q_head.bias",
-    ] {
-        if let Some(t) = state.get_mut(name) {
-            t.values
-                .iter_mut()
-                .for_each(|v| *v = rng.random_range(-0.5..0.5));
-        }
-    }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
-        .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                t.shape.clone(),
-                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = bytes.iter().map(|(n, s, b)| {
-        (
-            n.clone(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-        )
-    });
-    let file = safetensors::serialize(views, &None).unwrap();
-    load_net(&mut net, &file, "random", "").unwrap();
+    let mut net = Net::new(config, seed, &cpu()).unwrap();
+    recursa_tests::randomize_zero_inits(&mut net, seed + 1000);
     net
 }
 
