@@ -225,7 +225,7 @@ fn map_npy(path: &Path) -> Result<(Mmap, NpyHeader), DataError> {
     Ok((map, header))
 }
 
-/// Checks that a mapped array has an integer dtype accepted for `field`.
+/// Checks that an array has one of the `allowed` dtypes.
 fn check_int_dtype(path: &Path, header: &NpyHeader, allowed: &[NpyDtype]) -> Result<(), DataError> {
     if allowed.contains(&header.dtype) {
         return Ok(());
@@ -309,7 +309,8 @@ impl Layout {
             return Err(bad("sets", "no sets listed".into()));
         }
         for (i, s) in meta.sets.iter().enumerate() {
-            if s.is_empty() || s == "." || s == ".." || s.contains(['/', '\\']) {
+            // Names become file name prefixes `{set}__*.npy` inside the split directory.
+            if s.is_empty() || s.contains(['/', '\\']) {
                 return Err(bad(
                     &format!("sets[{i}]"),
                     format!("{s:?} is not a plain file name prefix"),
@@ -396,6 +397,13 @@ impl PuzzleSet {
     pub fn open(dir: &Path, name: &str, meta: &DatasetMetadata) -> Result<PuzzleSet, DataError> {
         let origin = Origin::Dir(dir.to_path_buf());
         let layout = Layout::check(meta, &origin.metadata_path())?;
+        if !meta.sets.iter().any(|s| s == name) {
+            return Err(DataError::dataset(
+                origin.metadata_path(),
+                "sets",
+                format!("{:?} does not list set {name:?}", meta.sets),
+            ));
+        }
         let open_rows = |field: &str| -> Result<(Tokens, Vec<usize>), DataError> {
             let path = origin.path(name, field);
             let (map, header) = map_npy(&path)?;
@@ -412,12 +420,8 @@ impl PuzzleSet {
             Ok((tokens, header.shape))
         };
         let (inputs, in_shape) = open_rows("inputs")?;
-        let (labels, lab_shape) = open_rows("labels")?;
-        let index = |field: &str| read_index_npy(&origin.path(name, field));
-        let ids = index("puzzle_identifiers")?;
-        let puzzle_indices = index("puzzle_indices")?;
-        let group_indices = index("group_indices")?;
         let rows = check_row_shape(&origin.path(name, "inputs"), &in_shape, layout.seq_len)?;
+        let (labels, lab_shape) = open_rows("labels")?;
         if lab_shape != in_shape {
             return Err(DataError::dataset(
                 origin.path(name, "labels"),
@@ -425,6 +429,10 @@ impl PuzzleSet {
                 format!("{lab_shape:?} differs from the inputs shape {in_shape:?}"),
             ));
         }
+        let index = |field: &str| read_index_npy(&origin.path(name, field));
+        let ids = index("puzzle_identifiers")?;
+        let puzzle_indices = index("puzzle_indices")?;
+        let group_indices = index("group_indices")?;
         Self::assemble(
             name,
             origin,
@@ -446,7 +454,7 @@ impl PuzzleSet {
         let origin = Origin::Memory;
         let layout = Layout::check(meta, &origin.metadata_path())?;
         let n = arrays.inputs.len();
-        if n % layout.seq_len != 0 {
+        if !n.is_multiple_of(layout.seq_len) {
             return Err(DataError::dataset(
                 origin.path(name, "inputs"),
                 "length",
@@ -508,7 +516,7 @@ impl PuzzleSet {
             &origin.path(name, "puzzle_indices"),
             "puzzle_indices",
             &puzzle_indices,
-            puzzles,
+            (puzzles, "entry of puzzle_identifiers"),
             rows,
             "rows",
         )?;
@@ -517,7 +525,7 @@ impl PuzzleSet {
             &origin.path(name, "group_indices"),
             "group_indices",
             &group_indices,
-            groups,
+            (groups, "group"),
             puzzles,
             "puzzles",
         )?;
@@ -551,6 +559,7 @@ impl PuzzleSet {
 
     /// Number of groups.
     pub fn groups(&self) -> usize {
+        // At least one entry: checked when the set was assembled.
         self.0.group_indices.len() - 1
     }
 
@@ -628,8 +637,11 @@ impl PuzzleSet {
         }
         let l = inner.layout;
         let s = l.seq_len;
-        let mut inputs = vec![l.pad_id; pad_to * s];
-        let mut labels = vec![IGNORE_LABEL_ID; pad_to * s];
+        let cells = pad_to
+            .checked_mul(s)
+            .ok_or_else(|| bad(format!("a batch of {pad_to} rows of {s} tokens overflows")))?;
+        let mut inputs = vec![l.pad_id; cells];
+        let mut labels = vec![IGNORE_LABEL_ID; cells];
         if let Some((i, id)) = puzzle_ids
             .iter()
             .enumerate()
@@ -695,12 +707,13 @@ fn check_row_shape(path: &Path, shape: &[usize], seq_len: usize) -> Result<usize
 }
 
 /// Checks an offsets array (`puzzle_indices` or `group_indices`): `count + 1` entries,
-/// starting at 0, non-decreasing, ending at `end` (the number of `what`).
+/// starting at 0, non-decreasing, ending at `end` (the number of `what`). `counted` says
+/// what `count` counts, for the message.
 fn check_offsets(
     path: &Path,
     field: &str,
     values: &[i64],
-    count: usize,
+    (count, counted): (usize, &str),
     end: usize,
     what: &str,
 ) -> Result<Vec<usize>, DataError> {
@@ -709,7 +722,7 @@ fn check_offsets(
         return Err(bad(
             field.into(),
             format!(
-                "{} entries, expected {} ({count} + 1)",
+                "{} entries, expected {} (one per {counted}, plus one)",
                 values.len(),
                 count + 1
             ),
@@ -849,7 +862,7 @@ pub fn local_range(
             "rank {rank} is not in a world of {world}"
         )));
     }
-    if global_batch % world != 0 {
+    if !global_batch.is_multiple_of(world) {
         return Err(DataError::InvalidOptions(format!(
             "global batch size {global_batch} is not a multiple of the world size {world}"
         )));
@@ -961,6 +974,7 @@ impl GroupSampler {
             check_fills_batch(set, global_batch)?;
         }
         let sets = split.sets().to_vec();
+        // A split has at least one set: its metadata was checked to list one.
         let walk = Walk::start(seed, state.epoch, 0, &sets[0]);
         let mut s = GroupSampler {
             sets,
@@ -1276,7 +1290,11 @@ pub struct TestBatches {
 impl TestBatches {
     /// Number of global batches left.
     fn remaining(&self) -> usize {
-        (self.set.rows() - self.start).div_ceil(self.global_batch)
+        // `start` passes the row count after the last batch.
+        self.set
+            .rows()
+            .saturating_sub(self.start)
+            .div_ceil(self.global_batch)
     }
 }
 
