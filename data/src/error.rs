@@ -70,6 +70,20 @@ pub enum DataError {
     /// A reference fixture that cannot be read or lacks an expected entry.
     #[error("{path}: fixture: {message}")]
     Fixture { path: PathBuf, message: String },
+
+    /// A dataset file whose contents disagree with the format or with the other files of
+    /// its set (shapes, index arrays, metadata).
+    #[error("{path}: {field}: {message}")]
+    InvalidDataset {
+        path: PathBuf,
+        /// The array or metadata field at fault, e.g. `puzzle_indices[3]` or `seq_len`.
+        field: String,
+        message: String,
+    },
+
+    /// The background thread of a prefetching loader panicked.
+    #[error("background loader thread panicked: {0}")]
+    LoaderPanicked(String),
 }
 
 impl DataError {
@@ -93,6 +107,19 @@ impl DataError {
     pub fn npy(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
         DataError::Npy {
             path: path.as_ref().to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    /// A dataset consistency error for `path` and `field`.
+    pub fn dataset(
+        path: impl AsRef<Path>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        DataError::InvalidDataset {
+            path: path.as_ref().to_path_buf(),
+            field: field.into(),
             message: message.into(),
         }
     }

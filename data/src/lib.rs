@@ -5,6 +5,8 @@
 //! * [`arc_eval`]: the ARC voting evaluator (reference `evaluators/arc.py`) and an
 //!   exact-accuracy evaluator for other tasks.
 //! * [`npy`]: a minimal `.npy` reader / writer.
+//! * [`loader`]: reading a built dataset: memory-mapped sets, the seeded training sampler,
+//!   evaluation batches and a prefetching thread.
 //! * [`verify`]: checks against the reference fixtures (`recursa verify-reference`).
 //!
 //! This crate does not depend on burn. See `docs/data.md` for the on-disk format.
@@ -15,12 +17,18 @@ pub mod augment;
 pub mod error;
 pub mod grid;
 mod json;
+pub mod loader;
 pub mod npy;
 pub mod verify;
 
-pub use arc::{build_arc, ArcBuildOptions, ArcBuildSummary, SplitSummary};
+pub use arc::{build_arc, ArcBuildOptions, ArcBuildSummary, DatasetMetadata, SplitSummary};
 pub use arc_eval::{ArcEvalBatch, ArcEvalOptions, ArcEvalResult, ArcEvaluator, ExactAccuracy};
 pub use error::DataError;
+pub use loader::{
+    local_range, test_batches, GlobalBatch, GroupSampler, HostBatch, Prefetch, PuzzleArrays,
+    PuzzleSet, PuzzleSplit, SamplerState, TestBatches, TokenArray, TrainBatch, TrainBatches,
+    IGNORE_LABEL_ID,
+};
 pub use verify::{verify_arc_dataset, verify_arc_eval, Check};
 pub mod render;
 pub use render::{

@@ -269,6 +269,32 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, DataError> {
 
 /// Parses `.npy` bytes; `path` is only used in error messages. Never panics.
 pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyArray, DataError> {
+    let header = parse_npy_header(bytes, path)?;
+    Ok(NpyArray {
+        bytes: bytes[header.data_offset..].to_vec(),
+        shape: header.shape,
+        dtype: header.dtype,
+    })
+}
+
+/// The parsed header of a `.npy` file, checked against the file length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpyHeader {
+    /// Element type.
+    pub dtype: NpyDtype,
+    /// Shape in C order (empty for a scalar).
+    pub shape: Vec<usize>,
+    /// Byte offset of the first element.
+    pub data_offset: usize,
+    /// `product(shape) * dtype.size()`.
+    pub data_len: usize,
+}
+
+/// Parses and checks the header at the start of `bytes`, a whole `.npy` file: magic,
+/// version, dtype, C order, and that the file holds exactly header + data (a truncated file
+/// or trailing bytes are errors). The data itself is not read, so this works on a memory
+/// map without touching its pages. `path` is only used in error messages. Never panics.
+pub fn parse_npy_header(bytes: &[u8], path: &Path) -> Result<NpyHeader, DataError> {
     let err = |m: String| DataError::npy(path, m);
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(err(
@@ -303,18 +329,18 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyArray, DataError> {
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .and_then(|n| n.checked_mul(dtype.size()))
         .ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
-    let data = &bytes[data_start..];
-    if data.len() != count {
+    let data_len = bytes.len() - data_start;
+    if data_len != count {
         return Err(err(format!(
-            "shape {shape:?} of {} needs {count} data bytes, file has {} (truncated or trailing data)",
+            "shape {shape:?} of {} needs {count} data bytes, file has {data_len} (truncated or trailing data)",
             dtype.descr(),
-            data.len()
         )));
     }
-    Ok(NpyArray {
-        shape,
+    Ok(NpyHeader {
         dtype,
-        bytes: data.to_vec(),
+        shape,
+        data_offset: data_start,
+        data_len: count,
     })
 }
 
