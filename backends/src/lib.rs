@@ -136,6 +136,27 @@ pub fn device(spec: &str) -> Result<Device> {
     }
 }
 
+/// Makes `f32` (default), `bf16` or `f16` the float type of every tensor created
+/// on `device` from now on: parameters, activations and optimizer state alike (not
+/// the reference's mixed precision, where parameters stay f32). Call it before the
+/// first tensor on that device; backends without the type refuse it here.
+pub fn set_float_dtype(device: &Device, dtype: &str) -> Result<()> {
+    use burn::tensor::FloatDType;
+    let float = match dtype {
+        "f32" => return Ok(()),
+        "bf16" => FloatDType::BF16,
+        "f16" => FloatDType::F16,
+        other => {
+            return Err(Error::config(
+                "--dtype",
+                format!("`{other}` is not one of f32, bf16, f16"),
+            ))
+        }
+    };
+    burn::tensor::backend::set_default_float_dtype::<recursa_core::B>(device, float)
+        .map_err(|e| Error::Backend(format!("{device:?} cannot use {dtype}: {e:?}")))
+}
+
 /// Tries a tiny computation on `spec`'s device and says what happened: the device
 /// name on success, the error otherwise. Never panics (a missing driver is reported).
 pub fn probe(spec: &str) -> std::result::Result<String, String> {
@@ -168,6 +189,13 @@ mod tests {
     fn cpu_is_always_there() {
         assert!(device("cpu").is_ok());
         assert!(probe("cpu").is_ok());
+    }
+
+    #[test]
+    fn float_types_are_named_or_refused() {
+        assert!(set_float_dtype(&device("cpu").unwrap(), "f32").is_ok());
+        let e = set_float_dtype(&device("cpu").unwrap(), "f8").unwrap_err();
+        assert!(e.to_string().contains("f32, bf16, f16"), "{e}");
     }
 
     #[test]

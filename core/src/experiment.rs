@@ -54,6 +54,13 @@ pub struct ExperimentConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DataConfig {
+    /// A dataset directory in the reference format (`train/`, `test/`), as
+    /// `recursa data arc|sudoku|maze|nqueens` writes it. Its `identifiers` count
+    /// sets `net.num_puzzle_identifiers` when the experiment leaves it at 1.
+    Dataset {
+        /// The dataset directory.
+        path: std::path::PathBuf,
+    },
     /// A small generated grid task for quick CPU runs: the answer is the
     /// question grid transformed (`transform`: `flip`, `transpose`, `rotate`, `shift-colors`).
     GeneratedGrid {

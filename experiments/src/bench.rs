@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recursa_core::experiment::ExperimentConfig;
 use recursa_core::model::{layers::swiglu_intermediate, NetConfig};
-use recursa_core::train::examples::Examples;
+use recursa_core::train::data::{split_from_examples, HostBatch};
 use recursa_core::train::trainer::Trainer;
 use recursa_core::{Error, Result, B};
 use serde::Serialize;
@@ -32,6 +32,7 @@ pub fn net_call_flops(c: &NetConfig) -> f64 {
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
     pub backend: String,
+    pub dtype: String,
     pub batch: usize,
     pub seq_len: usize,
     pub train_steps: usize,
@@ -50,6 +51,7 @@ pub struct BenchResult {
 pub fn bench(
     experiment: &ExperimentConfig,
     backend: &str,
+    dtype: &str,
     steps: usize,
     batch: Option<usize>,
     peak_tflops: Option<f64>,
@@ -65,32 +67,35 @@ pub fn bench(
     let c = &experiment.net;
     // Random tokens: throughput does not depend on the data.
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let rows = batch * (steps + 2);
-    let examples = Examples {
+    let tokens = |rng: &mut ChaCha8Rng| -> Vec<i32> {
+        (0..batch * c.seq_len)
+            .map(|_| rng.random_range(0..c.vocab_size as i32))
+            .collect()
+    };
+    let host = HostBatch {
+        rows: batch,
         seq_len: c.seq_len,
-        inputs: (0..rows * c.seq_len)
-            .map(|_| rng.random_range(0..c.vocab_size as i32))
-            .collect(),
-        labels: (0..rows * c.seq_len)
-            .map(|_| rng.random_range(0..c.vocab_size as i32))
-            .collect(),
-        puzzle_identifiers: (0..rows)
+        inputs: tokens(&mut rng),
+        labels: tokens(&mut rng),
+        puzzle_identifiers: (0..batch)
             .map(|_| rng.random_range(0..c.num_puzzle_identifiers.max(1) as i32))
             .collect(),
+        effective: batch,
     };
     let device = recursa_backends::device(backend)?;
+    recursa_backends::set_float_dtype(&device, dtype)?;
     let exp = ExperimentConfig {
         train: Some(experiment_train),
         ..clone_experiment(experiment)?
     };
-    let mut trainer = Trainer::new(&exp, &device, examples.len())?;
+    let mut trainer = Trainer::new(&exp, &device)?;
     for _ in 0..2 {
-        trainer.train_step(&examples);
+        trainer.train_step(&host)?;
     }
     B::sync(&device).map_err(|e| Error::Backend(format!("{e:?}")))?;
     let start = Instant::now();
     for _ in 0..steps {
-        trainer.train_step(&examples);
+        trainer.train_step(&host)?;
     }
     B::sync(&device).map_err(|e| Error::Backend(format!("{e:?}")))?;
     let train_seconds = start.elapsed().as_secs_f64();
@@ -104,18 +109,21 @@ pub fn bench(
     let train_flops_per_step = per_example * batch as f64;
     let per_s = steps as f64 / train_seconds;
 
-    let eval_rows = Examples {
-        seq_len: c.seq_len,
-        inputs: examples.inputs[..batch * c.seq_len].to_vec(),
-        labels: examples.labels[..batch * c.seq_len].to_vec(),
-        puzzle_identifiers: examples.puzzle_identifiers[..batch].to_vec(),
-    };
-    let eval = trainer.evaluate(&eval_rows, batch);
+    let eval_rows = split_from_examples(
+        c.seq_len,
+        c.vocab_size,
+        c.num_puzzle_identifiers,
+        host.inputs,
+        host.labels,
+        host.puzzle_identifiers,
+    )?;
+    let eval = trainer.evaluate(&eval_rows, batch)?;
     let max_steps = trainer.model.halting.max_steps() as f64;
     let eval_flops_per_example = max_steps * (calls.total() as f64 * call + head);
     let train_tflops = train_flops_per_step * per_s / 1e12;
     Ok(BenchResult {
         backend: backend.to_string(),
+        dtype: dtype.to_string(),
         batch,
         seq_len: c.seq_len,
         train_steps: steps,

@@ -81,6 +81,9 @@ enum Command {
         /// Peak TFLOP/s of the device, to report model-FLOPs utilisation.
         #[arg(long)]
         peak_tflops: Option<f64>,
+        /// Float type of every tensor: f32, bf16 or f16 (GPU backends).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
     },
     /// Convert an official PyTorch TRM checkpoint (torch.save state dict) to safetensors for an experiment.
     #[command(
@@ -454,8 +457,8 @@ fn main() -> ExitCode {
             })
         }
         Command::ImportTorch { checkpoint, config, out } => import_torch(&checkpoint, &config, &out),
-        Command::Bench { config, backend, steps, batch, peak_tflops } => {
-            ExperimentConfig::load(&config).and_then(|e| recursa::bench::bench(&e, &backend, steps, batch, peak_tflops)).map(|r| {
+        Command::Bench { config, backend, steps, batch, peak_tflops, dtype } => {
+            ExperimentConfig::load(&config).and_then(|e| recursa::bench::bench(&e, &backend, &dtype, steps, batch, peak_tflops)).map(|r| {
                 println!("model FLOPs assumed: {:.3e} per training step (forward of every call, plus 2x forward for the calls with gradient and the LM head), {:.3e} per evaluated example", r.train_flops_per_step, r.eval_flops_per_example);
                 println!("train: {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}", r.train_examples_per_s, r.train_tokens_per_s, r.train_tflops,
                     r.mfu.map(|m| format!(", MFU {:.1}%", 100.0 * m)).unwrap_or_default());

@@ -1,4 +1,6 @@
-//! Small generated tasks for quick CPU runs (`[data] name = "generated-grid"`).
+//! Where an experiment's examples come from: a dataset directory built by
+//! `recursa data ...` (`[data] name = "dataset"`), or a small generated task for
+//! quick CPU runs (`[data] name = "generated-grid"`).
 //!
 //! The question is a random `size x size` grid of colours 1..=colors and the
 //! answer is a fixed transform of it. Test grids never occur in training, so
@@ -9,8 +11,40 @@ use std::collections::HashSet;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recursa_core::experiment::DataConfig;
-use recursa_core::train::examples::Examples;
+use recursa_core::train::data::{data_error, split_from_examples, PuzzleSplit};
 use recursa_core::{Error, Result};
+
+/// The train and test splits of `data` (`seed` fixes generated tasks).
+pub fn load(data: &DataConfig, seed: u64) -> Result<(PuzzleSplit, PuzzleSplit)> {
+    match data {
+        DataConfig::Dataset { path } => {
+            let open = |split| PuzzleSplit::open(path, split).map_err(data_error);
+            Ok((open("train")?, open("test")?))
+        }
+        DataConfig::GeneratedGrid { .. } => generate(data, seed),
+    }
+}
+
+/// Inputs, labels and puzzle ids of generated examples, row-major.
+#[derive(Default)]
+pub struct Generated {
+    pub inputs: Vec<i32>,
+    pub labels: Vec<i32>,
+    pub puzzle_identifiers: Vec<i32>,
+}
+
+impl Generated {
+    fn into_split(self, cells: usize, colors: usize) -> Result<PuzzleSplit> {
+        split_from_examples(
+            cells,
+            colors + 1,
+            2,
+            self.inputs,
+            self.labels,
+            self.puzzle_identifiers,
+        )
+    }
+}
 
 /// The transforms a generated grid task can ask for.
 const TRANSFORMS: &[&str] = &["flip", "transpose", "rotate", "shift-colors"];
@@ -30,16 +64,31 @@ fn transform(name: &str, grid: &[i32], size: usize, colors: usize) -> Vec<i32> {
         .collect()
 }
 
-/// Train and test examples for `data`, fixed by `seed`. Puzzle identifier 1 for all
-/// (0 is the blank id).
-pub fn generate(data: &DataConfig, seed: u64) -> Result<(Examples, Examples)> {
+/// Train and test splits for a generated task, fixed by `seed`. Vocabulary
+/// 0..=colors (0 unused), puzzle identifier 1 for all (0 is the blank id).
+pub fn generate(data: &DataConfig, seed: u64) -> Result<(PuzzleSplit, PuzzleSplit)> {
+    let (train, test) = generate_examples(data, seed)?;
+    let DataConfig::GeneratedGrid { size, colors, .. } = data else {
+        unreachable!("generate_examples accepted only a generated task")
+    };
+    Ok((
+        train.into_split(size * size, *colors)?,
+        test.into_split(size * size, *colors)?,
+    ))
+}
+
+/// The examples of a generated task, before they become splits.
+pub fn generate_examples(data: &DataConfig, seed: u64) -> Result<(Generated, Generated)> {
     let DataConfig::GeneratedGrid {
         size,
         colors,
         transform: name,
         train_examples,
         test_examples,
-    } = data;
+    } = data
+    else {
+        return Err(Error::config("data.name", "not a generated task"));
+    };
     if !TRANSFORMS.contains(&name.as_str()) {
         return Err(Error::config(
             "data.transform",
@@ -66,11 +115,8 @@ pub fn generate(data: &DataConfig, seed: u64) -> Result<(Examples, Examples)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6772_6964);
     let mut seen = HashSet::new();
     let mut split = |n: usize| {
-        let mut ex = Examples {
-            seq_len: cells,
-            ..Examples::default()
-        };
-        while ex.len() < n {
+        let mut ex = Generated::default();
+        while ex.puzzle_identifiers.len() < n {
             let grid: Vec<i32> = (0..cells)
                 .map(|_| rng.random_range(1..=*colors as i32))
                 .collect();
@@ -109,9 +155,11 @@ mod tests {
             train_examples: 200,
             test_examples: 50,
         };
-        let (train, test) = generate(&data, 0).unwrap();
+        let (train, test) = generate_examples(&data, 0).unwrap();
         let grids: HashSet<_> = train.inputs.chunks(9).collect();
         assert!(test.inputs.chunks(9).all(|g| !grids.contains(g)));
-        assert_eq!((train.len(), test.len()), (200, 50));
+        let (train, test) = generate(&data, 0).unwrap();
+        let rows = |s: &PuzzleSplit| s.sets().iter().map(|s| s.rows()).sum::<usize>();
+        assert_eq!((rows(&train), rows(&test)), (200, 50));
     }
 }

@@ -4,6 +4,7 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use recursa_core::experiment::ExperimentConfig;
+use recursa_core::train::data::{check_split, rows};
 use recursa_core::train::trainer::{fit, EvalResult, Trainer};
 use recursa_core::{Error, Result};
 
@@ -45,9 +46,11 @@ pub fn apply_overrides(text: &str, source: &str, overrides: &[String]) -> Result
     Ok(toml::to_string(&doc).expect("a TOML table serialises"))
 }
 
-/// Trains `config_path` on `backend`; `out` is the run directory (default
-/// `runs/<config name>`). With `resume`, continues the run in `out` exactly; with
-/// `until`, stops after that step with a checkpoint.
+/// Trains `config_path` on `backend` (one device, or several comma-separated
+/// devices of one backend for data parallelism, e.g. `cpu,cpu` or `cuda:0,cuda:1`);
+/// `out` is the run directory (default `runs/<config name>`). With `resume`,
+/// continues the run in `out` exactly; with `until`, stops after that step with a
+/// checkpoint.
 pub fn train(
     config_path: &Path,
     backend: &str,
@@ -65,7 +68,7 @@ pub fn train(
                 .unwrap_or("run".into()),
         )
     });
-    let text = if resume {
+    let mut text = if resume {
         // The run's own resolved config, so a resumed run is the same run.
         let resolved = run_dir.join("config.toml");
         std::fs::read_to_string(&resolved).map_err(|e| Error::io(&resolved, e))?
@@ -73,24 +76,33 @@ pub fn train(
         let raw = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
         apply_overrides(&raw, &source, overrides)?
     };
-    let experiment = ExperimentConfig::from_toml(&text, &source)?;
+    let mut experiment = ExperimentConfig::from_toml(&text, &source)?;
     let data = experiment
         .data
         .as_ref()
         .ok_or_else(|| Error::config(format!("{source}: data"), "missing [data] section"))?;
-    let (train_set, test_set) = tasks::generate(data, experiment.seed)?;
-    let net = &experiment.net;
-    if train_set.seq_len != net.seq_len {
-        return Err(Error::config(
-            format!("{source}: net.seq_len"),
-            format!(
-                "{} but the data has {} tokens per example",
-                net.seq_len, train_set.seq_len
-            ),
-        ));
+    let (train_set, test_set) = tasks::load(data, experiment.seed)?;
+    // A dataset decides the size of the puzzle table unless the experiment does.
+    let ids = train_set.metadata().num_puzzle_identifiers as usize;
+    if experiment.net.num_puzzle_identifiers == 1 && ids > 1 {
+        text = apply_overrides(
+            &text,
+            &source,
+            &[format!("net.num_puzzle_identifiers={ids}")],
+        )?;
+        experiment = ExperimentConfig::from_toml(&text, &source)?;
     }
-    train_set.validate("train split", net.vocab_size, net.num_puzzle_identifiers)?;
-    test_set.validate("test split", net.vocab_size, net.num_puzzle_identifiers)?;
+    let net = &experiment.net;
+    for (what, split) in [("train split", &train_set), ("test split", &test_set)] {
+        check_split(
+            what,
+            split,
+            net.seq_len,
+            net.vocab_size,
+            net.num_puzzle_identifiers,
+        )
+        .map_err(|e| Error::Other(format!("{source}: {e}")))?;
+    }
 
     if !resume {
         if run_dir.join("config.toml").exists() {
@@ -102,18 +114,21 @@ pub fn train(
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
         recursa_core::weights::write_atomic(&run_dir.join("config.toml"), text.as_bytes())?;
     }
-    let device = recursa_backends::device(backend)?;
-    let mut trainer = Trainer::new(&experiment, &device, train_set.len())?;
+    let devices = backend
+        .split(',')
+        .map(recursa_backends::device)
+        .collect::<Result<Vec<_>>>()?;
+    let mut trainer = Trainer::new_data_parallel(&text, &source, &devices)?;
     if resume {
-        trainer.resume(&run_dir.join("checkpoints"), train_set.len())?;
+        trainer.resume(&run_dir.join("checkpoints"))?;
         eprintln!("resumed {} at step {}", run_dir.display(), trainer.step);
     }
     let calls = trainer.model.schedule.calls_per_step();
     eprintln!(
         "{source}: {} parameters, {} train / {} test examples, {} network calls per supervision step, backend {backend}, run {}",
         crate::thousands(trainer.model.net.num_trainable_params()),
-        train_set.len(),
-        test_set.len(),
+        rows(&train_set),
+        rows(&test_set),
         calls.total(),
         run_dir.display()
     );

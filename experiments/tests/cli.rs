@@ -186,3 +186,45 @@ fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert!(err.contains("--resume"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--help` of the command and of every subcommand, and the plugin list: the
+/// command line is an interface, so a change of it shows up as a snapshot diff.
+#[test]
+fn help_and_plugin_list_snapshots() {
+    let (code, top, _) = recursa(&["--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("help", top);
+    // Subcommands as the top-level help lists them, so a new one is covered too.
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+    for c in &commands {
+        let (code, out, err) = recursa(&[c, "--help"]);
+        assert_eq!(code, 0, "{c}: {err}");
+        insta::assert_snapshot!(format!("help_{c}"), out);
+    }
+    let (code, data, _) = recursa(&["data", "--help"]);
+    assert_eq!(code, 0);
+    for l in data
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+    {
+        let Some(sub) = l.split_whitespace().next().filter(|s| *s != "help") else {
+            continue;
+        };
+        let (code, out, err) = recursa(&["data", sub, "--help"]);
+        assert_eq!(code, 0, "data {sub}: {err}");
+        insta::assert_snapshot!(format!("help_data_{sub}"), out);
+    }
+    let (code, plugins, err) = recursa(&["plugins"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("plugins", plugins);
+}

@@ -161,3 +161,25 @@ fn every_checked_in_config_parses() {
         }
     }
 }
+
+/// The resolved form of every shipped experiment (defaults filled in), so a change
+/// of a default or of a config shows up in review as a snapshot diff.
+#[test]
+fn resolved_configs_snapshot() {
+    let dir = repo_root().join("experiments/configs");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 12, "{names:?}");
+    for path in names {
+        let e = ExperimentConfig::load(&path).unwrap();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        insta::assert_snapshot!(
+            format!("resolved_{name}"),
+            toml::to_string_pretty(&e).unwrap()
+        );
+    }
+}

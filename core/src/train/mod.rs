@@ -7,7 +7,8 @@
 
 pub mod adam_atan2;
 pub mod checkpoint;
-pub mod examples;
+pub mod data;
+pub mod data_parallel;
 pub mod loss;
 pub mod lr;
 pub mod sign_sgd;

@@ -22,7 +22,11 @@ use crate::experiment::ExperimentConfig;
 use crate::step::{Carry, LoopedModel, Net, StepContext};
 use crate::train::adam_atan2::{AdamAtan2, AdamAtan2Config};
 use crate::train::checkpoint;
-use crate::train::examples::{eval_batches, Examples, Sampler, SamplerState};
+use crate::train::data::{
+    data_error, device_batch, slice_rows, test_batches, GroupSampler, HostBatch,
+    Prefetch, PuzzleSplit, SamplerState,
+};
+use crate::train::data_parallel::{Peer, Replica};
 use crate::train::loss::{act_loss, LossType, Metrics};
 use crate::train::lr::LrSchedule;
 use crate::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
@@ -203,7 +207,7 @@ pub struct EvalResult {
     pub seconds: f64,
 }
 
-/// Training state: the model, its optimizer, the carry and the sampler.
+/// Training state: the model, its optimizer, the carry and where the sampler is.
 pub struct Trainer {
     pub model: LoopedModel,
     optim: Dense,
@@ -211,7 +215,12 @@ pub struct Trainer {
     pub carries: Vec<Option<Carry>>,
     /// The moving average of the dense parameters (no autodiff), when enabled.
     pub ema: Option<Net>,
-    pub sampler: Sampler,
+    /// The sampler's state after the last batch trained on (what resume continues from).
+    pub sampler: SamplerState,
+    /// Ranks 1.. of a data-parallel run (this trainer is rank 0); empty otherwise.
+    replicas: Vec<Replica>,
+    /// This trainer's place in a data-parallel group; `None` on one device.
+    pub(crate) peer: Option<Peer>,
     /// Optimizer steps taken.
     pub step: usize,
     pub config: TrainConfig,
@@ -223,7 +232,7 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run of `experiment` on `device` (autodiff is switched on here).
-    pub fn new(experiment: &ExperimentConfig, device: &Device, train_rows: usize) -> Result<Self> {
+    pub fn new(experiment: &ExperimentConfig, device: &Device) -> Result<Self> {
         let config = experiment
             .train
             .clone()
@@ -253,12 +262,6 @@ impl Trainer {
         }
         let optim = Dense::new(&config);
         let ema = config.ema.map(|_| model.net.valid());
-        let sampler = Sampler::new(
-            experiment.seed,
-            train_rows,
-            config.global_batch_size,
-            SamplerState::default(),
-        )?;
         let schedule = LrSchedule {
             warmup_steps: config.lr_warmup_steps,
             total_steps: config.steps,
@@ -269,7 +272,9 @@ impl Trainer {
             model,
             optim,
             ema,
-            sampler,
+            sampler: SamplerState::default(),
+            replicas: Vec::new(),
+            peer: None,
             step: 0,
             config,
             seed: experiment.seed,
@@ -278,25 +283,93 @@ impl Trainer {
         })
     }
 
-    /// One optimizer step on the next global batch; returns the reference's logged metrics.
-    pub fn train_step(&mut self, train: &Examples) -> Metrics {
+    /// A fresh data-parallel run: one replica per device, rank 0 on `devices[0]` in
+    /// this thread. Each device trains on `global_batch_size / devices` rows (split
+    /// further into `micro_batches`), and gradients are summed over devices.
+    /// `experiment_toml` is the experiment's text (each replica parses its own).
+    pub fn new_data_parallel(
+        experiment_toml: &str,
+        source: &str,
+        devices: &[Device],
+    ) -> Result<Self> {
+        let experiment = ExperimentConfig::from_toml(experiment_toml, source)?;
+        let world = devices.len();
+        let global = experiment.train.as_ref().map_or(0, |t| t.global_batch_size);
+        if world == 0 || !global.is_multiple_of(world.max(1)) {
+            return Err(Error::config(
+                "train.global_batch_size",
+                format!("{global} does not split evenly over {world} devices"),
+            ));
+        }
+        let mut trainer = Trainer::new(&experiment, &devices[0])?;
+        if world == 1 {
+            return Ok(trainer);
+        }
+        // One group per process at a time: forget any earlier one.
+        burn::collective::reset_collective::<B>();
+        for (rank, device) in devices.iter().enumerate().skip(1) {
+            trainer.replicas.push(Replica::spawn(
+                rank,
+                world,
+                device.clone(),
+                experiment_toml.to_string(),
+                source.to_string(),
+            )?);
+        }
+        trainer.peer = Some(Peer::register(0, world, &devices[0])?);
+        Ok(trainer)
+    }
+
+    /// Devices training this run (1 unless data-parallel).
+    pub fn world(&self) -> usize {
+        self.peer.as_ref().map_or(1, |p| p.world)
+    }
+
+    /// One optimizer step on `batch`, the next global batch (on rank 0 of a
+    /// data-parallel run; its share on the other ranks). Returns the reference's
+    /// logged metrics, summed over devices.
+    pub fn train_step(&mut self, batch: &HostBatch) -> Result<Metrics> {
+        let mut batch = batch;
+        let own;
+        if !self.replicas.is_empty() {
+            // Rank 0 hands every other rank its slice, then trains on its own.
+            let local = batch.rows / self.world();
+            for (r, replica) in self.replicas.iter().enumerate() {
+                let slice = slice_rows(batch, (r + 1) * local..(r + 2) * local);
+                replica.start_step(slice)?;
+            }
+            own = slice_rows(batch, 0..local);
+            batch = &own;
+        }
+        let mut metrics = self.local_step(batch)?;
+        for replica in &self.replicas {
+            metrics.add(&replica.finish()?);
+        }
+        Ok(metrics.normalised(self.config.global_batch_size))
+    }
+
+    /// This device's part of a step: forward, backward, gradient exchange, update.
+    pub(crate) fn local_step(&mut self, batch: &HostBatch) -> Result<Metrics> {
         let device = self.model.net.h_init.val().device();
         self.step += 1;
-        let rows = self.sampler.next_rows();
-        let micro = rows.len() / self.carries.len();
+        let micro = batch.rows / self.carries.len();
+        let (rank, world) = self.peer.as_ref().map_or((0, 1), |p| (p.rank, p.world));
         let scale = 1.0 / self.config.global_batch_size as f64;
         let mut metrics = Metrics::default();
         let mut dense = GradientsAccumulator::<Net>::new();
         let mut puzzle_grads = Vec::new();
-        for (m, chunk) in rows.chunks(micro).enumerate() {
-            let batch = train.batch(chunk, &device);
+        for m in 0..self.carries.len() {
+            let batch = device_batch(&slice_rows(batch, m * micro..(m + 1) * micro), &device);
             let carry = self.carries[m]
                 .take()
                 .unwrap_or_else(|| self.model.initial_carry(&batch));
-            // Exploration draws from a stream fixed by (seed, step, micro-batch):
-            // resumable without saving RNG state.
+            // Exploration draws from a stream fixed by (seed, step, micro-batch of
+            // the global batch): resumable without saving RNG state, and the same
+            // whether the micro-batches run on one device or several.
+            let global_m = rank * self.carries.len() + m;
+            let per_step = world * self.carries.len();
             let stream = self.seed
-                ^ ((self.step * self.carries.len() + m) as u64).wrapping_mul(0x2545f4914f6cdd1d);
+                ^ ((self.step * per_step + global_m) as u64).wrapping_mul(0x2545f4914f6cdd1d);
             let (carry, out) = self
                 .model
                 .step(carry, &batch, &mut StepContext::train(stream));
@@ -317,23 +390,26 @@ impl Trainer {
             self.carries[m] = Some(carry);
         }
 
-        // Sparse SignSGD on the puzzle rows of the whole global batch (duplicates summed).
+        // Sparse SignSGD on the puzzle rows of the whole global batch (duplicates
+        // summed), gathered from every device in rank order.
         if let (false, Some(table)) = (puzzle_grads.is_empty(), &mut self.model.net.puzzle_emb) {
             let (g, ids): (Vec<_>, Vec<_>) = puzzle_grads.into_iter().unzip();
+            let (mut g, mut ids) = (Tensor::cat(g, 0), Tensor::cat(ids, 0));
+            if let Some(peer) = &self.peer {
+                g = peer.gather_rows(g)?;
+                ids = peer.gather_ids(ids)?;
+            }
             let puzzle_lr = self.schedule.lr(self.config.puzzle_emb_lr, self.step);
             let sign = SignSgdConfig {
                 weight_decay: self.config.puzzle_emb_weight_decay,
             };
-            sign_sgd_step(
-                &mut table.weights,
-                Tensor::cat(g, 0),
-                Tensor::cat(ids, 0),
-                puzzle_lr,
-                &sign,
-            );
+            sign_sgd_step(&mut table.weights, g, ids, puzzle_lr, &sign);
         }
-        // The dense optimizer on the dense parameters.
+        // The dense optimizer on the dense parameters (summed over devices).
         let mut grads = dense.grads();
+        if let Some(peer) = &self.peer {
+            grads = peer.sum_grads(grads)?;
+        }
         if let Some(max_norm) = self.config.grad_clip_norm {
             clip_global_norm(&mut self.model.net, &mut grads, max_norm);
         }
@@ -342,30 +418,60 @@ impl Trainer {
         if let (Some(ema), Some(rate)) = (&mut self.ema, self.config.ema) {
             ema_update(ema, &self.model.net.valid(), rate);
         }
-        metrics.normalised(self.config.global_batch_size)
+        Ok(metrics)
     }
 
     /// Rolls every test example out for the policy's maximum steps (no gradient).
-    pub fn evaluate(&self, test: &Examples, batch_size: usize) -> EvalResult {
+    pub fn evaluate(&self, test: &PuzzleSplit, batch_size: usize) -> Result<EvalResult> {
+        self.evaluate_with(test, batch_size, |_, _, _| Ok(()))
+    }
+
+    /// [`Self::evaluate`], handing every batch with its final predictions (argmax
+    /// tokens, `[rows * seq_len]`) and halting logits (`[rows]`) to `on_batch`, e.g.
+    /// for the ARC voting evaluator. Padding rows have puzzle id `blank_identifier_id`.
+    pub fn evaluate_with(
+        &self,
+        test: &PuzzleSplit,
+        batch_size: usize,
+        mut on_batch: impl FnMut(&HostBatch, &[i32], &[f32]) -> Result<()>,
+    ) -> Result<EvalResult> {
         let start = Instant::now();
         let net = self.ema.clone().unwrap_or_else(|| self.model.net.valid());
         let device = net.h_init.val().device();
         let mut total = Metrics::default();
         let mut ctx = StepContext::eval();
-        for rows in eval_batches(test.len(), batch_size) {
-            let batch = test.batch(&rows, &device);
-            let mut carry = self.model.initial_carry_on(&batch, &device);
-            for _ in 0..self.model.halting.max_steps() {
-                let (next, out) = self.model.step_with(&net, carry, &batch, &mut ctx);
-                carry = next;
-                if carry.halted.clone().all().into_scalar() != 0 {
-                    total.add(&act_loss(&out, &carry, self.config.loss, |_| (None, None)).metrics);
-                    break;
+        for set in test.sets() {
+            for host in test_batches(set, batch_size, 0, 1).map_err(data_error)? {
+                let host = host.map_err(data_error)?;
+                let batch = device_batch(&host, &device);
+                let mut carry = self.model.initial_carry_on(&batch, &device);
+                for _ in 0..self.model.halting.max_steps() {
+                    let (next, out) = self.model.step_with(&net, carry, &batch, &mut ctx);
+                    carry = next;
+                    if carry.halted.clone().all().into_scalar() != 0 {
+                        let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
+                        total.add(&m.metrics);
+                        let preds: Vec<i32> = out
+                            .logits
+                            .argmax(2)
+                            .into_data()
+                            .convert::<i32>()
+                            .to_vec()
+                            .expect("converted to i32");
+                        let q: Vec<f32> = out
+                            .q_halt_logits
+                            .into_data()
+                            .convert::<f32>()
+                            .to_vec()
+                            .expect("converted to f32");
+                        on_batch(&host, &preds, &q)?;
+                        break;
+                    }
                 }
             }
         }
         let n = total.count.max(1.0);
-        EvalResult {
+        Ok(EvalResult {
             step: self.step,
             examples: total.count as usize,
             net_calls_per_example: self.model.halting.max_steps()
@@ -373,25 +479,25 @@ impl Trainer {
             exact_accuracy: total.exact_accuracy / n,
             accuracy: total.accuracy / n,
             seconds: start.elapsed().as_secs_f64(),
-        }
+        })
     }
 
-    /// Writes a checkpoint under `dir` (see [`checkpoint`]).
+    /// Writes a checkpoint under `dir` (see [`checkpoint`]); in a data-parallel run
+    /// every rank adds its own carries.
     pub fn save(&self, dir: &Path, experiment_toml: &str) -> Result<PathBuf> {
         checkpoint::save(dir, self.step, |tmp| {
             crate::weights::save_net_file(&self.model.net, &tmp.join("model.safetensors"), None)?;
             if let Some(ema) = &self.ema {
                 crate::weights::save_net_file(ema, &tmp.join("ema.safetensors"), None)?;
             }
-            for (m, carry) in self.carries.iter().enumerate() {
-                if let Some(carry) = carry {
-                    checkpoint::save_carry(carry, &tmp.join(format!("carry-{m}.safetensors")))?;
-                }
+            self.save_carries(tmp)?;
+            for replica in &self.replicas {
+                replica.save_carries(tmp.to_path_buf())?;
             }
             self.optim.save(tmp.join("optimizer"))?;
             let state = checkpoint::TrainerState {
                 step: self.step,
-                sampler: self.sampler.state,
+                sampler: self.sampler,
                 experiment: experiment_toml.to_string(),
             };
             crate::weights::write_atomic(
@@ -403,18 +509,43 @@ impl Trainer {
         })
     }
 
+    /// Index of this rank's micro-batch `m` in the global batch.
+    fn global_micro(&self, m: usize) -> usize {
+        self.peer.as_ref().map_or(0, |p| p.rank) * self.carries.len() + m
+    }
+
+    /// Writes this rank's carries into the checkpoint directory `dir`.
+    pub(crate) fn save_carries(&self, dir: &Path) -> Result<()> {
+        for (m, carry) in self.carries.iter().enumerate() {
+            if let Some(carry) = carry {
+                let name = format!("carry-{}.safetensors", self.global_micro(m));
+                checkpoint::save_carry(carry, &dir.join(name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Restores the latest checkpoint under `dir` into this (freshly built) trainer.
-    pub fn resume(&mut self, dir: &Path, train_rows: usize) -> Result<()> {
+    pub fn resume(&mut self, dir: &Path) -> Result<()> {
         let path = checkpoint::latest(dir)?;
+        self.resume_from(&path)?;
+        for replica in &self.replicas {
+            replica.resume(path.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Restores the checkpoint directory `path` (one `step-N`) into this trainer.
+    pub(crate) fn resume_from(&mut self, path: &Path) -> Result<()> {
         let state: checkpoint::TrainerState = checkpoint::read_json(&path.join("trainer.json"))?;
         crate::weights::load_net_file(&mut self.model.net, &path.join("model.safetensors"))?;
         let device = self.model.net.h_init.val().device();
         if let Some(ema) = &mut self.ema {
             crate::weights::load_net_file(ema, &path.join("ema.safetensors"))?;
         }
-        for (m, carry) in self.carries.iter_mut().enumerate() {
-            let carry_path = path.join(format!("carry-{m}.safetensors"));
-            *carry = if carry_path.exists() {
+        for m in 0..self.carries.len() {
+            let carry_path = path.join(format!("carry-{}.safetensors", self.global_micro(m)));
+            self.carries[m] = if carry_path.exists() {
                 Some(checkpoint::load_carry(&carry_path, &device)?)
             } else {
                 None
@@ -424,12 +555,7 @@ impl Trainer {
         self.optim =
             std::mem::replace(&mut self.optim, fresh).load(path.join("optimizer"), &self.device)?;
         self.step = state.step;
-        self.sampler = Sampler::new(
-            self.seed,
-            train_rows,
-            self.config.global_batch_size,
-            state.sampler,
-        )?;
+        self.sampler = state.sampler;
         Ok(())
     }
 }
@@ -442,8 +568,8 @@ use burn::tensor::Tensor;
 /// an error when the loss stops being finite.
 pub fn fit(
     trainer: &mut Trainer,
-    train: &Examples,
-    test: &Examples,
+    train: &PuzzleSplit,
+    test: &PuzzleSplit,
     run_dir: &Path,
     experiment_toml: &str,
     until: Option<usize>,
@@ -461,7 +587,14 @@ pub fn fit(
     } else {
         cfg.checkpoint_interval
     };
-    let tokens_per_step = (cfg.global_batch_size * train.seq_len) as f64;
+    let tokens_per_step = (cfg.global_batch_size * train.metadata().seq_len as usize) as f64;
+    // The group sampler runs ahead on a background thread; each batch carries the
+    // sampler state after it, which is what a checkpoint records.
+    let sampler = GroupSampler::resume(train, cfg.global_batch_size, trainer.seed, trainer.sampler)
+        .map_err(data_error)?;
+    let mut batches =
+        Prefetch::new_fallible(sampler.into_host_batches(0, 1).map_err(data_error)?, 2)
+            .map_err(data_error)?;
     let start = Instant::now();
     let first = trainer.step;
     let calls = trainer.model.schedule.calls_per_step();
@@ -469,7 +602,12 @@ pub fn fit(
     let io = |e: std::io::Error| Error::io(run_dir.join("metrics.jsonl"), e);
     let stop = until.unwrap_or(cfg.steps).min(cfg.steps);
     while trainer.step < stop {
-        let m = trainer.train_step(train);
+        let next = batches
+            .next()
+            .ok_or_else(|| Error::Other("the training sampler stopped".into()))?
+            .map_err(data_error)?;
+        let m = trainer.train_step(&next.batch)?;
+        trainer.sampler = next.state_after;
         let step = trainer.step;
         if !(m.lm_loss.is_finite() && m.q_halt_loss.is_finite()) {
             let saved = trainer.save(&checkpoints, experiment_toml)?;
@@ -506,7 +644,7 @@ pub fn fit(
             eta
         );
         if step.is_multiple_of(eval_every) || step == cfg.steps {
-            let r = trainer.evaluate(test, cfg.global_batch_size);
+            let r = trainer.evaluate(test, cfg.global_batch_size)?;
             let line = serde_json::json!({ "kind": "eval", "step": step, "exact_accuracy": r.exact_accuracy,
                 "accuracy": r.accuracy, "examples": r.examples, "seconds": r.seconds,
                 "net_calls_per_example": r.net_calls_per_example });

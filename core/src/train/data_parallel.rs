@@ -1,0 +1,212 @@
+//! Data parallelism in one process over several devices of one backend, on burn's
+//! `collective` all-reduce.
+//!
+//! Every device holds a replica of the model and trains on its slice of the
+//! global batch; the replicas stay identical because every one applies the same
+//! summed gradients:
+//!
+//! * dense gradients: [`Peer::sum_grads`], an all-reduce (sum) per parameter. The
+//!   loss is already scaled by 1/global batch, so the sum is the one-device
+//!   gradient (the reference: `dist.all_reduce(param.grad)`).
+//! * the puzzle embedding's SignSGD needs the rows and ids of every device (the
+//!   reference: `all_gather_into_tensor`). burn has no all-gather, so
+//!   [`Peer::gather_rows`] builds one from an all-reduce of zero-padded blocks,
+//!   which is exact (adding zeros changes no bit) and keeps rank order.
+//!
+//! Rank 0 is the [`Trainer`](crate::train::trainer::Trainer) in the calling thread;
+//! ranks 1.. are [`Replica`] threads it drives over channels. Collective calls
+//! block until every rank has made them, so every rank runs the same sequence.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::DeviceOps;
+use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+use crate::experiment::ExperimentConfig;
+use crate::train::data::HostBatch;
+use crate::train::loss::Metrics;
+use crate::train::trainer::Trainer;
+use crate::{Device, Error, Result, B};
+
+fn collective_error(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Backend(format!("data parallel {what}: {e:?}"))
+}
+
+/// This rank's membership in the group of devices.
+#[derive(Debug)]
+pub struct Peer {
+    id: PeerId,
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Peer {
+    /// Joins the group; returns once all `world` ranks have joined.
+    pub fn register(rank: usize, world: usize, device: &Device) -> Result<Peer> {
+        let config = CollectiveConfig::default().with_num_devices(world);
+        let id = PeerId::from(rank);
+        collective::register::<B>(id, device.inner().clone(), config)
+            .map_err(|e| collective_error("register", e))?;
+        Ok(Peer { id, rank, world })
+    }
+
+    /// The sum over ranks of every dense gradient.
+    pub fn sum_grads(&self, grads: GradientsParams) -> Result<GradientsParams> {
+        grads
+            .all_reduce::<B>(self.id, ReduceOperation::Sum)
+            .map_err(|e| collective_error("gradient all-reduce", e))
+    }
+
+    /// Every rank's `[n, d]` block stacked in rank order: `[world * n, d]`. Every
+    /// rank must pass the same `n` (equal local batches guarantee it).
+    pub fn gather_rows(&self, local: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        let [n, d] = local.dims();
+        let padded = Tensor::<B, 2>::zeros([self.world * n, d], &local.device())
+            .slice_assign([self.rank * n..(self.rank + 1) * n, 0..d], local);
+        let sum = collective::all_reduce::<B>(
+            self.id,
+            padded.into_primitive().tensor(),
+            ReduceOperation::Sum,
+        )
+        .map_err(|e| collective_error("all-gather", e))?;
+        Ok(Tensor::from_primitive(TensorPrimitive::Float(sum)))
+    }
+
+    /// [`Self::gather_rows`] for ids, sent as floats: exact below 2^24 ids, far
+    /// above the ~900k puzzle identifiers of ARC with 1000 augmentations.
+    pub fn gather_ids(&self, ids: Tensor<B, 1, Int>) -> Result<Tensor<B, 1, Int>> {
+        let rows = self.gather_rows(ids.float().unsqueeze_dim(1))?;
+        Ok(rows.squeeze_dim::<1>(1).round().int())
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Leaving the group only fails if it is already gone; nothing to recover.
+        let _ = collective::finish_collective::<B>(self.id);
+    }
+}
+
+/// What rank 0 asks a replica to do.
+enum Job {
+    /// Train on this slice of the global batch (one optimizer step).
+    Step(HostBatch),
+    /// Write this rank's carries into the checkpoint being written at this path.
+    SaveCarries(PathBuf),
+    /// Restore the checkpoint at this path (weights, optimizer, own carries).
+    Resume(PathBuf),
+}
+
+/// A rank >= 1: a thread owning a replica trainer.
+pub struct Replica {
+    jobs: Sender<Job>,
+    done: Receiver<Result<Metrics>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Replica {
+    /// Starts rank `rank` of `world` on `device`, training `experiment_toml`.
+    /// Returns once the replica is built (not yet registered in the group).
+    pub fn spawn(
+        rank: usize,
+        world: usize,
+        device: Device,
+        experiment_toml: String,
+        source: String,
+    ) -> Result<Replica> {
+        let (jobs, job_rx) = channel::<Job>();
+        let (done_tx, done) = channel::<Result<Metrics>>();
+        let thread = std::thread::Builder::new()
+            .name(format!("recursa-rank-{rank}"))
+            .spawn(move || {
+                let built = ExperimentConfig::from_toml(&experiment_toml, &source)
+                    .and_then(|e| Trainer::new(&e, &device));
+                let mut trainer = match built {
+                    Ok(t) => {
+                        let _ = done_tx.send(Ok(Metrics::default()));
+                        t
+                    }
+                    Err(e) => {
+                        let _ = done_tx.send(Err(e));
+                        return;
+                    }
+                };
+                match Peer::register(rank, world, &device) {
+                    Ok(peer) => trainer.peer = Some(peer),
+                    Err(e) => {
+                        let _ = done_tx.send(Err(e));
+                        return;
+                    }
+                }
+                for job in job_rx {
+                    let reply = match job {
+                        Job::Step(batch) => trainer.local_step(&batch),
+                        Job::SaveCarries(dir) => {
+                            trainer.save_carries(&dir).map(|_| Metrics::default())
+                        }
+                        Job::Resume(dir) => trainer.resume_from(&dir).map(|_| Metrics::default()),
+                    };
+                    if done_tx.send(reply).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Other(format!("cannot start rank {rank}: {e}")))?;
+        let replica = Replica {
+            jobs,
+            done,
+            thread: Some(thread),
+        };
+        replica.wait(rank)?;
+        Ok(replica)
+    }
+
+    fn wait(&self, rank: usize) -> Result<Metrics> {
+        self.done
+            .recv()
+            .map_err(|_| Error::Other(format!("rank {rank} stopped")))?
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Other("a data-parallel rank stopped".into()))
+    }
+
+    /// Starts a training step on `batch`; collect it with [`Self::finish`].
+    pub fn start_step(&self, batch: HostBatch) -> Result<()> {
+        self.send(Job::Step(batch))
+    }
+
+    /// The metrics of the step (or the result of the job) started last.
+    pub fn finish(&self) -> Result<Metrics> {
+        self.wait(0)
+    }
+
+    /// Has the replica write its carries into `dir` and waits for it.
+    pub fn save_carries(&self, dir: PathBuf) -> Result<()> {
+        self.send(Job::SaveCarries(dir))?;
+        self.finish().map(|_| ())
+    }
+
+    /// Has the replica restore the checkpoint `dir` and waits for it.
+    pub fn resume(&self, dir: PathBuf) -> Result<()> {
+        self.send(Job::Resume(dir))?;
+        self.finish().map(|_| ())
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread's loop.
+        let (closed, _) = channel();
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
