@@ -4,6 +4,7 @@
 //! * [`augment`]: dihedral transforms, colour maps, puzzle names, the deterministic RNG.
 //! * [`arc_eval`]: the ARC voting evaluator (reference `evaluators/arc.py`) and an
 //!   exact-accuracy evaluator for other tasks.
+//! * [`canvas`]: an RGB8 raster with a 3x5 pixel font and PNG encoding (pictures, plots).
 //! * [`npy`]: a minimal `.npy` reader / writer.
 //! * [`loader`]: reading a built dataset: memory-mapped sets, the seeded training sampler,
 //!   evaluation batches and a prefetching thread.
@@ -14,6 +15,7 @@
 pub mod arc;
 pub mod arc_eval;
 pub mod augment;
+pub mod canvas;
 pub mod error;
 pub mod grid;
 mod json;

@@ -21,6 +21,7 @@
 
 use crate::arc::{parse_arc_subset, parse_test_puzzles, ArcTask, ExampleKind};
 use crate::arc_eval::{ArcEvalResult, RankedAnswer};
+use crate::canvas::{text_width, Canvas};
 use crate::error::DataError;
 use crate::grid::{Grid, ARC_MAX_GRID_SIZE};
 use crate::json::Ordered;
@@ -468,12 +469,7 @@ fn grid_px(n: usize) -> usize {
 
 /// Width in pixels of `s` in the built-in font.
 fn text_px(s: &str) -> usize {
-    let n = s.chars().count();
-    if n == 0 {
-        0
-    } else {
-        (n * 4 - 1) * TEXT_SCALE
-    }
+    text_width(s, TEXT_SCALE)
 }
 
 /// A text to draw at (x, y).
@@ -660,129 +656,15 @@ pub fn task_png_layout(view: &TaskRender) -> Result<PngLayout, DataError> {
 // Painting
 // ---------------------------------------------------------------------------------------
 
-/// An RGB8 image.
-struct Canvas {
-    width: usize,
-    height: usize,
-    px: Vec<u8>,
-}
-
-impl Canvas {
-    fn new(width: usize, height: usize) -> Canvas {
-        let mut px = vec![0u8; width * height * 3];
-        for p in px.chunks_exact_mut(3) {
-            p.copy_from_slice(&BACKGROUND);
+/// Paints one grid: the grid lines, then every cell in its ARC colour.
+fn paint_grid(canvas: &mut Canvas, at: &PlacedGrid, g: &Grid) {
+    canvas.fill(at.x, at.y, at.width_px(), at.height_px(), GRID_LINE);
+    for r in 0..g.rows() {
+        for c in 0..g.cols() {
+            let (x, y) = at.cell_origin(r, c);
+            // Checked before painting: every colour is in 0..=9.
+            canvas.fill(x, y, CELL_PX, CELL_PX, ARC_PALETTE[g.get(r, c) as usize]);
         }
-        Canvas { width, height, px }
-    }
-
-    /// Fills a rectangle, clipped to the canvas.
-    fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, rgb: [u8; 3]) {
-        let (x1, y1) = ((x + w).min(self.width), (y + h).min(self.height));
-        for yy in y.min(y1)..y1 {
-            let row = &mut self.px[(yy * self.width + x.min(x1)) * 3..(yy * self.width + x1) * 3];
-            for p in row.chunks_exact_mut(3) {
-                p.copy_from_slice(&rgb);
-            }
-        }
-    }
-
-    /// A rectangle outline of thickness `t` inside (x, y, w, h).
-    fn outline(&mut self, (x, y, w, h, t, rgb): FrameRect) {
-        self.fill(x, y, w, t, rgb);
-        self.fill(x, y + h - t, w, t, rgb);
-        self.fill(x, y, t, h, rgb);
-        self.fill(x + w - t, y, t, h, rgb);
-    }
-
-    fn grid(&mut self, at: &PlacedGrid, g: &Grid) {
-        self.fill(at.x, at.y, at.width_px(), at.height_px(), GRID_LINE);
-        for r in 0..g.rows() {
-            for c in 0..g.cols() {
-                let (x, y) = at.cell_origin(r, c);
-                // Checked before painting: every colour is in 0..=9.
-                self.fill(x, y, CELL_PX, CELL_PX, ARC_PALETTE[g.get(r, c) as usize]);
-            }
-        }
-    }
-
-    fn text(&mut self, x: usize, y: usize, s: &str) {
-        for (i, ch) in s.chars().enumerate() {
-            let rows = glyph(ch);
-            let gx = x + i * 4 * TEXT_SCALE;
-            for (r, bits) in rows.iter().enumerate() {
-                for c in 0..3 {
-                    if bits & (0b100 >> c) != 0 {
-                        self.fill(
-                            gx + c * TEXT_SCALE,
-                            y + r * TEXT_SCALE,
-                            TEXT_SCALE,
-                            TEXT_SCALE,
-                            TEXT,
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A 3x5 glyph (one row per entry, bit 2 = left column). Letters are drawn upper case;
-/// characters without a glyph are drawn as `?`.
-fn glyph(ch: char) -> [u8; 5] {
-    match ch.to_ascii_uppercase() {
-        ' ' => [0, 0, 0, 0, 0],
-        '0' => [0b111, 0b101, 0b101, 0b101, 0b111],
-        '1' => [0b010, 0b110, 0b010, 0b010, 0b111],
-        '2' => [0b111, 0b001, 0b111, 0b100, 0b111],
-        '3' => [0b111, 0b001, 0b111, 0b001, 0b111],
-        '4' => [0b101, 0b101, 0b111, 0b001, 0b001],
-        '5' => [0b111, 0b100, 0b111, 0b001, 0b111],
-        '6' => [0b111, 0b100, 0b111, 0b101, 0b111],
-        '7' => [0b111, 0b001, 0b010, 0b010, 0b010],
-        '8' => [0b111, 0b101, 0b111, 0b101, 0b111],
-        '9' => [0b111, 0b101, 0b111, 0b001, 0b111],
-        'A' => [0b010, 0b101, 0b111, 0b101, 0b101],
-        'B' => [0b110, 0b101, 0b110, 0b101, 0b110],
-        'C' => [0b011, 0b100, 0b100, 0b100, 0b011],
-        'D' => [0b110, 0b101, 0b101, 0b101, 0b110],
-        'E' => [0b111, 0b100, 0b110, 0b100, 0b111],
-        'F' => [0b111, 0b100, 0b110, 0b100, 0b100],
-        'G' => [0b011, 0b100, 0b101, 0b101, 0b011],
-        'H' => [0b101, 0b101, 0b111, 0b101, 0b101],
-        'I' => [0b111, 0b010, 0b010, 0b010, 0b111],
-        'J' => [0b001, 0b001, 0b001, 0b101, 0b010],
-        'K' => [0b101, 0b101, 0b110, 0b101, 0b101],
-        'L' => [0b100, 0b100, 0b100, 0b100, 0b111],
-        'M' => [0b101, 0b111, 0b111, 0b101, 0b101],
-        'N' => [0b110, 0b101, 0b101, 0b101, 0b101],
-        'O' => [0b010, 0b101, 0b101, 0b101, 0b010],
-        'P' => [0b110, 0b101, 0b110, 0b100, 0b100],
-        'Q' => [0b010, 0b101, 0b101, 0b110, 0b011],
-        'R' => [0b110, 0b101, 0b110, 0b101, 0b101],
-        'S' => [0b011, 0b100, 0b010, 0b001, 0b110],
-        'T' => [0b111, 0b010, 0b010, 0b010, 0b010],
-        'U' => [0b101, 0b101, 0b101, 0b101, 0b111],
-        'V' => [0b101, 0b101, 0b101, 0b101, 0b010],
-        'W' => [0b101, 0b101, 0b111, 0b111, 0b101],
-        'X' => [0b101, 0b101, 0b010, 0b101, 0b101],
-        'Y' => [0b101, 0b101, 0b010, 0b010, 0b010],
-        'Z' => [0b111, 0b001, 0b010, 0b100, 0b111],
-        '.' => [0, 0, 0, 0, 0b010],
-        ',' => [0, 0, 0, 0b010, 0b100],
-        ':' => [0, 0b010, 0, 0b010, 0],
-        '#' => [0b101, 0b111, 0b101, 0b111, 0b101],
-        '-' => [0, 0, 0b111, 0, 0],
-        '_' => [0, 0, 0, 0, 0b111],
-        '/' => [0b001, 0b001, 0b010, 0b100, 0b100],
-        '=' => [0, 0b111, 0, 0b111, 0],
-        '(' => [0b010, 0b100, 0b100, 0b100, 0b010],
-        ')' => [0b010, 0b001, 0b001, 0b001, 0b010],
-        '>' => [0b100, 0b010, 0b001, 0b010, 0b100],
-        '<' => [0b001, 0b010, 0b100, 0b010, 0b001],
-        '|' => [0b010, 0b010, 0b010, 0b010, 0b010],
-        '+' => [0, 0b010, 0b111, 0b010, 0],
-        _ => [0b111, 0b001, 0b010, 0, 0b010],
     }
 }
 
@@ -800,34 +682,22 @@ fn task_png_bytes(view: &TaskRender, path: &Path) -> Result<Vec<u8>, DataError> 
             ),
         });
     }
-    let mut canvas = Canvas::new(w, h);
+    let mut canvas = Canvas::new(w, h, BACKGROUND);
     for &(sy, colour) in &p.separators {
         canvas.fill(MARGIN_PX, sy, w - 2 * MARGIN_PX, 1, colour);
     }
-    for f in &p.frames {
-        canvas.outline(*f);
+    for &(x, y, fw, fh, t, colour) in &p.frames {
+        canvas.outline(x, y, fw, fh, t, colour);
     }
     for (at, g) in p.layout.grids.iter().zip(&p.cells) {
-        canvas.grid(at, g);
+        paint_grid(&mut canvas, at, g);
     }
     for l in &p.labels {
-        canvas.text(l.x, l.y, &l.text);
+        canvas.text(l.x, l.y, &l.text, TEXT_SCALE, TEXT);
     }
-
-    let mut out = Vec::new();
-    {
-        // Both sides are at most MAX_PICTURE_PX, so they fit in u32.
-        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let png_err = |e: png::EncodingError| {
-            DataError::io(path, std::io::Error::other(format!("PNG encoding: {e}")))
-        };
-        let mut writer = enc.write_header().map_err(png_err)?;
-        writer.write_image_data(&canvas.px).map_err(png_err)?;
-        writer.finish().map_err(png_err)?;
-    }
-    Ok(out)
+    canvas
+        .to_png()
+        .map_err(|e| DataError::io(path, std::io::Error::other(format!("PNG encoding: {e}"))))
 }
 
 /// Draws one task into a PNG at `path` (written atomically): a title line, one row per

@@ -13,7 +13,7 @@ use recursa_core::registry::{self, Axis};
     name = "recursa",
     version,
     about = "Looped reasoning models (TRM, HRM, DIS) on burn",
-    after_help = "Examples:\n  recursa verify-reference tests/fixtures/trm_forward_shared.safetensors\n  recursa inspect experiments/configs/trm-arc1.toml\n  recursa plugins\n  recursa backends"
+    after_help = "Examples:\n  recursa verify-reference tests/fixtures/trm_forward_shared.safetensors\n  recursa inspect experiments/configs/trm-arc1.toml\n  recursa plot runs/quick-flip\n  recursa plugins\n  recursa backends"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,7 +37,7 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: String,
     },
-    /// Train an experiment file; metrics go to RUN/metrics.jsonl, checkpoints to RUN/checkpoints.
+    /// Train an experiment file; metrics go to RUN/metrics.jsonl, checkpoints to RUN/checkpoints, curves to RUN/curves.png.
     #[command(
         after_help = "Examples:\n  recursa train --config experiments/configs/quick-flip.toml\n  recursa train --config experiments/configs/quick-flip.toml --set train.steps=50 --out runs/short\n  recursa train --config experiments/configs/quick-flip.toml --out runs/short --resume"
     )]
@@ -60,6 +60,29 @@ enum Command {
         /// Stop after this optimizer step with a checkpoint (continue later with --resume).
         #[arg(long)]
         until: Option<usize>,
+    },
+    /// Draw the training curves of one or more runs into one PNG, and their numbers into a CSV.
+    ///
+    /// Panels: training loss (log scale), training exact accuracy, evaluation exact
+    /// accuracy and evaluation token accuracy, one colour per run, named by its directory.
+    /// `recursa train` draws RUN/curves.png by itself when it ends.
+    #[command(
+        after_help = "Examples:\n  recursa plot runs/quick-flip\n      writes runs/quick-flip/curves.png and runs/quick-flip/curves.csv, x = optimizer step\n  recursa plot runs/trm runs/dis --x forward-passes --out plots/trm-vs-dis.png\n      compares two runs by network calls spent (fair across schedules and batch sizes)\n  recursa plot runs/a --x examples --linear-loss\n\nThe CSV next to the PNG has one row per point: run,panel,step,<x>,value."
+    )]
+    Plot {
+        /// Run directories written by `recursa train` (or their metrics.jsonl files).
+        #[arg(required = true, value_name = "RUN")]
+        runs: Vec<PathBuf>,
+        /// The PNG to write; the CSV goes next to it [default: RUN/curves.png for one run,
+        /// compare-A-B.png beside the first run for several].
+        #[arg(long, value_name = "FILE.png")]
+        out: Option<PathBuf>,
+        /// X axis [default: step for one run, forward-passes for several].
+        #[arg(long, value_enum)]
+        x: Option<recursa::plot::XAxis>,
+        /// Draw the training loss on a linear axis instead of a logarithmic one.
+        #[arg(long)]
+        linear_loss: bool,
     },
     /// Measure training-step and evaluation throughput (examples/s, tokens/s, TFLOP/s, MFU).
     #[command(
@@ -438,6 +461,30 @@ fn main() -> ExitCode {
             }
             true
         }),
+        Command::Plot {
+            runs,
+            out,
+            x,
+            linear_loss,
+        } => {
+            let mut opts = recursa::plot::PlotOptions::new(runs);
+            (opts.out, opts.x, opts.linear_loss) = (out, x, linear_loss);
+            recursa::plot::plot(&opts).map(|s| {
+                for w in &s.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "{}: {} run(s) ({}), x = {}, {} points; numbers in {}",
+                    s.png.display(),
+                    s.runs.len(),
+                    s.runs.join(", "),
+                    s.x.csv_name(),
+                    s.points,
+                    s.csv.display()
+                );
+                true
+            })
+        }
         Command::Data(cmd) => data_arc(cmd),
         Command::Render { subset, input_prefix, tasks, first, submission, out } => {
             use recursa_data::render::{render_arc, RenderOptions, TaskSelection};

@@ -138,7 +138,7 @@ pub fn train(
         .append(true)
         .open(&log_path)
         .map_err(|e| Error::io(&log_path, e))?;
-    fit(
+    let result = fit(
         &mut trainer,
         &train_set,
         &test_set,
@@ -146,5 +146,8 @@ pub fn train(
         &text,
         until,
         &mut log,
-    )
+    );
+    // The curves so far, also after --until or a stop on a non-finite loss.
+    crate::plot::curves_after_training(&run_dir);
+    result
 }

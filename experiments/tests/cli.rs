@@ -227,4 +227,105 @@ fn help_and_plugin_list_snapshots() {
     let (code, plugins, err) = recursa(&["plugins"]);
     assert_eq!(code, 0, "{err}");
     insta::assert_snapshot!("plugins", plugins);
+
+/// A fake run directory: `metrics.jsonl` with train lines at steps 1..=steps (batch 8,
+/// `calls` network calls per example) and an eval line every 5 steps.
+fn fake_run(dir: &std::path::Path, steps: usize, calls: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut text = String::new();
+    for s in 1..=steps {
+        let line = serde_json::json!({
+            "kind": "train", "step": s, "lr": 1e-3, "lm_loss": 2.0 / s as f64,
+            "q_halt_loss": 0.1, "accuracy": 0.5, "exact_accuracy": s as f64 / steps as f64,
+            "q_halt_accuracy": 0.9, "steps": 2.0, "count": 8,
+            "net_calls_per_example": calls, "net_calls_with_grad": 2,
+            "net_calls_total": s * 8 * calls, "examples_per_s": 100.0, "tokens_per_s": 900.0,
+        });
+        text += &format!("{line}\n");
+        if s % 5 == 0 {
+            let line = serde_json::json!({
+                "kind": "eval", "step": s, "exact_accuracy": s as f64 / (2 * steps) as f64,
+                "accuracy": 0.5, "examples": 32, "seconds": 0.1, "net_calls_per_example": calls,
+            });
+            text += &format!("{line}\n");
+        }
+    }
+    std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+    std::fs::write(dir.join("config.toml"), "[train]\nglobal_batch_size = 8\n").unwrap();
+}
+
+#[test]
+fn plot_draws_two_runs_into_a_png_and_a_csv() {
+    let dir = std::env::temp_dir().join(format!("recursa-plot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    fake_run(&a, 20, 6);
+    fake_run(&b, 10, 18);
+    let out = dir.join("out").join("X.png");
+    let (code, stdout, err) = recursa(&[
+        "plot",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--x",
+        "forward-passes",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(
+        stdout.contains("X.png") && stdout.contains("X.csv"),
+        "{stdout}"
+    );
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.width, 1280);
+    assert!(info.height > 700, "{}", info.height);
+
+    let csv = std::fs::read_to_string(dir.join("out").join("X.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("run,panel,step,forward_passes,value"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let count =
+        |run: &str, panel: &str| rows.iter().filter(|r| r[0] == run && r[1] == panel).count();
+    assert_eq!(count("a", "train_lm_loss"), 20);
+    assert_eq!(count("b", "train_lm_loss"), 10);
+    assert_eq!(count("a", "eval_exact_accuracy"), 4);
+    assert_eq!(count("b", "eval_accuracy"), 2);
+    // Forward passes: step 10 of b is 10 * 8 * 18.
+    assert!(
+        rows.iter()
+            .any(|r| r[..4] == ["b", "eval_exact_accuracy", "10", "1440"]),
+        "{csv}"
+    );
+
+    // One run: the default picture is RUN/curves.png; examples on the x axis.
+    let (code, stdout, err) = recursa(&["plot", a.to_str().unwrap(), "--x", "examples"]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(a.join("curves.png").is_file() && a.join("curves.csv").is_file());
+    let csv = std::fs::read_to_string(a.join("curves.csv")).unwrap();
+    assert!(csv.contains("a,train_lm_loss,20,160,0.1\n"), "{csv}");
+
+    // Errors name the file and the line, or say the run is empty.
+    std::fs::write(b.join("metrics.jsonl"), "{\"kind\":\"train\"}\n").unwrap();
+    let (code, _, err) = recursa(&["plot", b.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("metrics.jsonl:1: no `step`"), "{err}");
+    std::fs::write(b.join("metrics.jsonl"), "").unwrap();
+    let (code, _, err) = recursa(&["plot", b.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nothing to plot"), "{err}");
+    let (code, _, err) = recursa(&["plot", dir.join("none").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("none: no such run directory"), "{err}");
+
+    let (code, help, _) = recursa(&["plot", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("recursa plot runs/") && help.contains("forward-passes"),
+        "{help}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
