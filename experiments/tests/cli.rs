@@ -227,6 +227,7 @@ fn help_and_plugin_list_snapshots() {
     let (code, plugins, err) = recursa(&["plugins"]);
     assert_eq!(code, 0, "{err}");
     insta::assert_snapshot!("plugins", plugins);
+}
 
 /// A fake run directory: `metrics.jsonl` with train lines at steps 1..=steps (batch 8,
 /// `calls` network calls per example) and an eval line every 5 steps.

@@ -58,7 +58,10 @@ pub fn randomize_zero_inits<B: burn::tensor::backend::Backend>(
         .collect();
     let views = bytes.iter().map(|(n, s, b)| {
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
-        (n.clone(), view.expect("shape and byte length come from one tensor"))
+        (
+            n.clone(),
+            view.expect("shape and byte length come from one tensor"),
+        )
     });
     let file = safetensors::serialize(views, &None).expect("in-memory serialisation");
     recursa_core::weights::load_net(net, &file, "random", "")

@@ -9,13 +9,12 @@
 //! compiling it in is the request to check it.
 
 use burn::module::AutodiffModule;
-use burn::tensor::{Int, Tensor, TensorData};
 use recursa_core::experiment::ExperimentConfig;
 use recursa_core::step::{Batch, StepContext};
-use recursa_core::train::examples::Examples;
+use recursa_core::train::data::HostBatch;
 use recursa_core::train::trainer::Trainer;
 use recursa_core::weights::net_state_dict;
-use recursa_core::{Device, B};
+use recursa_core::Device;
 // Link the plugins: their inventory/typetag registrations live in that crate.
 use recursa_plugins as _;
 
@@ -74,34 +73,25 @@ fn experiment() -> ExperimentConfig {
     ExperimentConfig::from_toml(SMALL, "small.toml").unwrap()
 }
 
-/// Deterministic tokens: row r, position p.
-fn examples() -> Examples {
+/// Deterministic tokens, different in every row.
+fn examples() -> HostBatch {
     let s = 12;
     let inputs: Vec<i32> = (0..ROWS * s)
         .map(|i| 1 + ((i * 7 + (i / s) * 3) % 5) as i32)
         .collect();
     let labels: Vec<i32> = inputs.iter().map(|t| 1 + (t % 5)).collect();
-    Examples {
+    HostBatch {
+        rows: ROWS,
         seq_len: s,
         inputs,
         labels,
         puzzle_identifiers: (0..ROWS).map(|r| (r % 4) as i32).collect(),
+        effective: ROWS,
     }
 }
 
 fn batch(device: &Device) -> Batch {
-    let e = examples();
-    let t = |v: Vec<i32>, shape: [usize; 2]| {
-        Tensor::<B, 2, Int>::from_data(TensorData::new(v, shape), device)
-    };
-    Batch {
-        inputs: t(e.inputs.clone(), [ROWS, e.seq_len]),
-        labels: t(e.labels.clone(), [ROWS, e.seq_len]),
-        puzzle_identifiers: Tensor::<B, 1, Int>::from_data(
-            TensorData::new(e.puzzle_identifiers.clone(), [ROWS]),
-            device,
-        ),
-    }
+    recursa_core::train::data::device_batch(&examples(), device)
 }
 
 /// Two evaluation steps: the logits and halting logits after each.
@@ -134,7 +124,10 @@ fn snapshot_text(f: &Forward) -> String {
     let v = 6;
     for (k, (logits, q)) in f.logits.iter().zip(&f.q_halt).enumerate() {
         out += &format!("step {}\n", k + 1);
-        out += &format!("  q_halt {:?}\n", q.iter().map(|x| r3(*x)).collect::<Vec<_>>());
+        out += &format!(
+            "  q_halt {:?}\n",
+            q.iter().map(|x| r3(*x)).collect::<Vec<_>>()
+        );
         let argmax: Vec<usize> = logits
             .chunks(v)
             .map(|c| {
@@ -193,9 +186,9 @@ fn compiled_backends_agree_with_the_cpu_on_forward() {
 /// One optimizer step: the logged loss and every parameter afterwards.
 fn train_step(spec: &str) -> (f64, Vec<(String, Vec<f32>)>) {
     let device = device(spec);
-    let mut trainer = Trainer::new(&experiment(), &device, ROWS).unwrap();
+    let mut trainer = Trainer::new(&experiment(), &device).unwrap();
     recursa_tests::randomize_zero_inits(&mut trainer.model.net, 11);
-    let m = trainer.train_step(&examples());
+    let m = trainer.train_step(&examples()).unwrap();
     let mut state: Vec<_> = net_state_dict(&trainer.model.net.valid())
         .into_iter()
         .map(|(name, t)| (name, t.values))
@@ -219,7 +212,10 @@ fn compiled_backends_agree_with_the_cpu_on_a_training_step() {
             // One AdamATan2 step moves a weight by about lr = 1e-3; agreement to
             // 1e-5 means the gradients agreed in direction and size.
             let d = max_abs_diff(a, b);
-            assert!(d < 1e-5, "{spec}: parameter {name} differs by {d} after one step");
+            assert!(
+                d < 1e-5,
+                "{spec}: parameter {name} differs by {d} after one step"
+            );
         }
     }
 }

@@ -42,19 +42,35 @@ fn every_paper_config_has_its_documented_parameter_count() {
     let cases = [
         ("trm-arc1.toml", 6_829_058, 2 * block(512) + heads(512)),
         ("trm-arc2.toml", 6_829_058, 2 * block(512) + heads(512)),
-        ("trm-paper-recursion.toml", 6_829_058, 2 * block(512) + heads(512)),
+        (
+            "trm-paper-recursion.toml",
+            6_829_058,
+            2 * block(512) + heads(512),
+        ),
         ("trm-medium.toml", 6_829_058, 2 * block(512) + heads(512)),
-        ("trm-maze.toml", 6_822_914, 2 * block(512) + 6 * 512 * 2 + 2 * 512 + 2),
+        (
+            "trm-maze.toml",
+            6_822_914,
+            2 * block(512) + 6 * 512 * 2 + 2 * 512 + 2,
+        ),
         ("hrm-arc1.toml", 27_276_290, 8 * block(512) + heads(512)),
-        ("dis-compact.toml", 860_674, block(256) + heads(256) + 8 * 256),
-        ("dis-medium.toml", 6_833_154, 2 * block(512) + heads(512) + 8 * 512),
+        (
+            "dis-compact.toml",
+            860_674,
+            block(256) + heads(256) + 8 * 256,
+        ),
+        (
+            "dis-medium.toml",
+            6_833_154,
+            2 * block(512) + heads(512) + 8 * 512,
+        ),
         ("trm-compact.toml", 858_626, block(256) + heads(256)),
     ];
     for (config, documented, by_hand) in cases {
         assert_eq!(documented, by_hand, "{config}: the hand count");
         assert_eq!(params(config), documented, "{config}");
-        let text = std::fs::read_to_string(repo_root().join("experiments/configs").join(config))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(repo_root().join("experiments/configs").join(config)).unwrap();
         let printed = documented
             .to_string()
             .as_bytes()

@@ -3,6 +3,7 @@
 //! errors. Also the forward-pass accounting of the paper (TRM 336, DIS 18).
 
 use recursa_core::experiment::ExperimentConfig;
+use recursa_core::train::data::sampled_batches;
 use recursa_core::train::trainer::Trainer;
 use recursa_plugins as _;
 use recursa_tests::repo_root;
@@ -74,8 +75,13 @@ fn every_legal_combination_trains_and_its_loss_falls() {
                 let e = ExperimentConfig::from_toml(&text, "mix.toml").unwrap();
                 let (train, _) =
                     recursa::tasks::generate(e.data.as_ref().unwrap(), e.seed).unwrap();
-                let mut t = Trainer::new(&e, &device, train.len()).unwrap();
-                let losses: Vec<f64> = (0..30).map(|_| t.train_step(&train).lm_loss).collect();
+                let batch = e.train.as_ref().unwrap().global_batch_size;
+                let batches = sampled_batches(&train, batch, e.seed).unwrap();
+                let mut t = Trainer::new(&e, &device).unwrap();
+                let losses: Vec<f64> = batches
+                    .take(30)
+                    .map(|b| t.train_step(&b.unwrap()).unwrap().lm_loss)
+                    .collect();
                 // Six steps = two episodes of three: compare like with like (the
                 // per-step targets and weights of DIS differ along an episode).
                 let (first, last) = (

@@ -5,21 +5,37 @@ use burn::module::Param;
 use burn::tensor::Tensor;
 use recursa_core::experiment::ExperimentConfig;
 use recursa_core::step::Net;
-use recursa_core::train::examples::Examples;
+use recursa_core::train::data::{GroupSampler, HostBatch, PuzzleSplit};
 use recursa_core::train::trainer::{clip_global_norm, Trainer};
 use recursa_core::weights::{net_state_dict, visit_net, Layout, Role, WeightVisitor};
 use recursa_core::B;
 use recursa_plugins as _;
 use recursa_tests::repo_root;
 
-fn quick(overrides: &[&str]) -> (ExperimentConfig, Examples, Examples) {
+/// The quick-flip experiment with `overrides`, its training batches in sampler
+/// order and its test split.
+fn quick(overrides: &[&str]) -> (ExperimentConfig, Batches, PuzzleSplit) {
     let path = repo_root().join("experiments/configs/quick-flip.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let text = recursa::train::apply_overrides(&text, "quick-flip.toml", &overrides).unwrap();
     let e = ExperimentConfig::from_toml(&text, "quick-flip.toml").unwrap();
     let (train, test) = recursa::tasks::generate(e.data.as_ref().unwrap(), e.seed).unwrap();
-    (e, train, test)
+    let batch = e.train.as_ref().unwrap().global_batch_size;
+    let sampler = GroupSampler::new(&train, batch, e.seed).unwrap();
+    (e, Batches(sampler), test)
+}
+
+/// The training sampler, one global batch at a time.
+struct Batches(GroupSampler);
+
+impl Batches {
+    fn next(&mut self) -> HostBatch {
+        let b = self.0.next_batch();
+        self.0.sets()[b.set]
+            .gather(&b.rows, &b.puzzle_identifiers, b.rows.len())
+            .unwrap()
+    }
 }
 
 fn cpu() -> recursa_core::Device {
@@ -28,15 +44,16 @@ fn cpu() -> recursa_core::Device {
 
 #[test]
 fn micro_batches_give_the_loss_and_update_of_one_batch() {
-    let (whole, train, _) = quick(&["train.global_batch_size=32", "train.lr=1e-4"]);
+    let (whole, mut train, _) = quick(&["train.global_batch_size=32", "train.lr=1e-4"]);
     let (split, _, _) = quick(&[
         "train.global_batch_size=32",
         "train.lr=1e-4",
         "train.micro_batches=4",
     ]);
-    let mut a = Trainer::new(&whole, &cpu(), train.len()).unwrap();
-    let mut b = Trainer::new(&split, &cpu(), train.len()).unwrap();
-    let (ma, mb) = (a.train_step(&train), b.train_step(&train));
+    let mut a = Trainer::new(&whole, &cpu()).unwrap();
+    let mut b = Trainer::new(&split, &cpu()).unwrap();
+    let batch = train.next();
+    let (ma, mb) = (a.train_step(&batch).unwrap(), b.train_step(&batch).unwrap());
     assert!(
         (ma.lm_loss - mb.lm_loss).abs() <= 1e-9 * ma.lm_loss.abs(),
         "{} vs {}",
@@ -62,10 +79,10 @@ fn micro_batches_give_the_loss_and_update_of_one_batch() {
 
 #[test]
 fn ema_averages_the_dense_parameters_only() {
-    let (e, train, _) = quick(&["train.ema=0.75"]);
-    let mut t = Trainer::new(&e, &cpu(), train.len()).unwrap();
+    let (e, mut train, _) = quick(&["train.ema=0.75"]);
+    let mut t = Trainer::new(&e, &cpu()).unwrap();
     let before = net_state_dict(&t.model.net);
-    t.train_step(&train);
+    t.train_step(&train.next()).unwrap();
     let after = net_state_dict(&t.model.net);
     let ema = net_state_dict(t.ema.as_ref().unwrap());
     for (name, w) in &ema {
@@ -87,10 +104,10 @@ fn clipping_scales_the_global_gradient_norm() {
     use burn::optim::GradientsParams;
     use recursa_core::step::StepContext;
     use recursa_core::train::loss::{act_loss, LossType};
-    let (e, train, _) = quick(&[]);
+    let (e, mut train, _) = quick(&[]);
     let device = recursa_core::Device::autodiff(cpu());
     let mut model = e.build(&device).unwrap();
-    let batch = train.batch(&(0..8).map(Some).collect::<Vec<_>>(), &device);
+    let batch = recursa_core::train::data::device_batch(&train.next(), &device);
     let (carry, out) = model.step(
         model.initial_carry(&batch),
         &batch,
@@ -135,17 +152,18 @@ fn clipping_scales_the_global_gradient_norm() {
 
 #[test]
 fn act_q_trains_the_continue_logit() {
-    let (e, train, _) = quick(&["halting.name=\"act-q\"", "train.global_batch_size=16"]);
-    let mut t = Trainer::new(&e, &cpu(), train.len()).unwrap();
-    let m = t.train_step(&train);
+    let (e, mut train, _) = quick(&["halting.name=\"act-q\"", "train.global_batch_size=16"]);
+    let batch = train.next();
+    let mut t = Trainer::new(&e, &cpu()).unwrap();
+    let m = t.train_step(&batch).unwrap();
     assert!(
         m.q_continue_loss > 0.0 && m.q_continue_loss.is_finite(),
         "{m:?}"
     );
     let (e, _, _) = quick(&["train.global_batch_size=16"]);
-    let mut t = Trainer::new(&e, &cpu(), train.len()).unwrap();
+    let mut t = Trainer::new(&e, &cpu()).unwrap();
     assert_eq!(
-        t.train_step(&train).q_continue_loss,
+        t.train_step(&batch).unwrap().q_continue_loss,
         0.0,
         "act-halt has no continue loss"
     );
@@ -154,14 +172,14 @@ fn act_q_trains_the_continue_logit() {
 #[test]
 fn a_tiny_trm_learns_to_flip_unseen_grids() {
     // The README's quick experiment, shortened: learning, not wall time, is checked.
-    let (e, train, test) = quick(&[]);
-    let mut t = Trainer::new(&e, &cpu(), train.len()).unwrap();
+    let (e, mut train, test) = quick(&[]);
+    let mut t = Trainer::new(&e, &cpu()).unwrap();
     let steps = e.train.as_ref().unwrap().steps;
-    let first = t.evaluate(&test, 256);
+    let first = t.evaluate(&test, 256).unwrap();
     for _ in 0..steps {
-        t.train_step(&train);
+        t.train_step(&train.next()).unwrap();
     }
-    let last = t.evaluate(&test, 256);
+    let last = t.evaluate(&test, 256).unwrap();
     assert!(first.exact_accuracy < 0.05, "{first:?}");
     assert!(
         last.exact_accuracy > 0.95,

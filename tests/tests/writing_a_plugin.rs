@@ -102,9 +102,11 @@ fn the_example_plugin_is_registered_and_trains() {
     let text = quick_with("name = \"confident-halt\"\nmax_steps = 4\nconfidence = 0.9");
     let e = ExperimentConfig::from_toml(&text, "quick-flip.toml").unwrap();
     let (train, _) = recursa::tasks::generate(e.data.as_ref().unwrap(), e.seed).unwrap();
-    let mut t = Trainer::new(&e, &recursa_backends::device("cpu").unwrap(), train.len()).unwrap();
+    let batch = e.train.as_ref().unwrap().global_batch_size;
+    let mut batches = recursa_core::train::data::sampled_batches(&train, batch, e.seed).unwrap();
+    let mut t = Trainer::new(&e, &recursa_backends::device("cpu").unwrap()).unwrap();
     for _ in 0..4 {
-        let m = t.train_step(&train);
+        let m = t.train_step(&batches.next().unwrap().unwrap()).unwrap();
         assert!(m.lm_loss.is_finite() && m.q_halt_loss > 0.0, "{m:?}");
     }
     // Its own config errors come back through the experiment file.

@@ -115,7 +115,10 @@ pub fn check_split(
     if m.seq_len as usize != seq_len {
         return Err(Error::config(
             "net.seq_len",
-            format!("{seq_len}, but the {what} has {} tokens per example", m.seq_len),
+            format!(
+                "{seq_len}, but the {what} has {} tokens per example",
+                m.seq_len
+            ),
         ));
     }
     if m.vocab_size as usize > vocab_size {
@@ -134,4 +137,17 @@ pub fn check_split(
         ));
     }
     Ok(())
+}
+
+/// The training batches of `split` in sampler order from the start, without a
+/// background thread: for tests, scripts and notebooks. (`fit` prefetches.)
+pub fn sampled_batches(
+    split: &PuzzleSplit,
+    global_batch: usize,
+    seed: u64,
+) -> Result<impl Iterator<Item = Result<HostBatch>>> {
+    let batches = GroupSampler::new(split, global_batch, seed)
+        .and_then(|s| s.into_host_batches(0, 1))
+        .map_err(data_error)?;
+    Ok(batches.map(|b| b.map(|b| b.batch).map_err(data_error)))
 }

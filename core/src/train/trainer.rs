@@ -23,8 +23,8 @@ use crate::step::{Carry, LoopedModel, Net, StepContext};
 use crate::train::adam_atan2::{AdamAtan2, AdamAtan2Config};
 use crate::train::checkpoint;
 use crate::train::data::{
-    data_error, device_batch, slice_rows, test_batches, GroupSampler, HostBatch,
-    Prefetch, PuzzleSplit, SamplerState,
+    data_error, device_batch, slice_rows, test_batches, GroupSampler, HostBatch, Prefetch,
+    PuzzleSplit, SamplerState,
 };
 use crate::train::data_parallel::{Peer, Replica};
 use crate::train::loss::{act_loss, LossType, Metrics};
