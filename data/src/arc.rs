@@ -339,6 +339,9 @@ pub struct ArcBuildOptions {
     pub dummy_missing_solutions: bool,
     /// Worker threads (`None`: rayon's global pool). The output does not depend on it.
     pub threads: Option<usize>,
+    /// Keep only the first N tasks of each subset, in file order (small sets for quick
+    /// runs and tests). `None`: every task, as the reference.
+    pub max_tasks: Option<usize>,
 }
 
 impl ArcBuildOptions {
@@ -355,6 +358,7 @@ impl ArcBuildOptions {
             puzzle_identifiers_start: 1,
             dummy_missing_solutions: false,
             threads: None,
+            max_tasks: None,
         }
     }
 }
@@ -407,6 +411,12 @@ pub fn build_arc(opts: &ArcBuildOptions) -> Result<ArcBuildSummary, DataError> {
         .subsets
         .iter()
         .map(|s| load_arc_subset(&opts.input_prefix, s, opts.dummy_missing_solutions))
+        .map(|s| {
+            s.map(|mut s| {
+                s.tasks.truncate(opts.max_tasks.unwrap_or(usize::MAX));
+                s
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     build_arc_from_subsets(&subsets, opts, start)
 }

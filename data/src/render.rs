@@ -284,7 +284,7 @@ pub fn parse_eval_result(
         for (i, table) in tables.into_iter().enumerate() {
             let mut cands = Vec::new();
             for (r, a) in table.into_iter().take(top_k).enumerate() {
-                Grid::from_nested(&a.grid).map_err(|message| DataError::InvalidGrid {
+                candidate_grid(&a.grid).map_err(|message| DataError::InvalidGrid {
                     path: path.to_path_buf(),
                     task: task.clone(),
                     field: format!("rankings[{i}][{r}].grid"),
@@ -322,6 +322,15 @@ struct Checked<'c> {
     name: &'c str,
     train: Vec<(Grid, Grid)>,
     tests: Vec<CheckedTest<'c>>,
+}
+
+/// A predicted grid: an ARC grid, or empty (an untrained model may predict no
+/// cell at all; the evaluator crops that to 0x0, and it is drawn as an empty frame).
+fn candidate_grid(rows: &[Vec<i64>]) -> Result<Grid, String> {
+    if rows.iter().all(|r| r.is_empty()) {
+        return Ok(Grid::new(0, 0, Vec::new()).expect("0 x 0 holds no cells"));
+    }
+    Grid::from_nested(rows)
 }
 
 /// The ARC rules for a grid already in [`Grid`] form (which is rectangular by construction).
@@ -377,7 +386,7 @@ fn check_view<'c>(view: &'c TaskRender, path: &Path) -> Result<Checked<'c>, Data
         };
         let mut candidates = Vec::new();
         for (k, c) in view.predictions.get(i).into_iter().flatten().enumerate() {
-            let g = Grid::from_nested(&c.grid)
+            let g = candidate_grid(&c.grid)
                 .map_err(|m| err(format!("test[{i}].candidate[{k}] ({})", c.label), m))?;
             candidates.push((g, c));
         }
@@ -1283,4 +1292,26 @@ pub fn render_arc(opts: &RenderOptions) -> Result<RenderSummary, DataError> {
     let mut summary = render_dir(&views, &opts.out, &title, opts.write_png)?;
     summary.warnings = warnings;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_prediction_is_a_candidate_and_a_bad_one_is_an_error() {
+        let json = br#"{"rankings": [["t", [[
+            {"votes": 3, "mean_q": 0.5, "grid": [], "is_correct": false},
+            {"votes": 1, "mean_q": null, "grid": [[1, 2]], "is_correct": true}
+        ]]]]}"#;
+        let got = parse_eval_result(json, Path::new("e.json"), 5).unwrap();
+        let cands = &got["t"][0];
+        assert_eq!(cands.len(), 2);
+        assert!(cands[0].grid.is_empty() && cands[0].votes == Some(3));
+        let bad = br#"{"rankings": [["t", [[
+            {"votes": 1, "mean_q": 0.1, "grid": [[1, 2], [3]], "is_correct": false}
+        ]]]]}"#;
+        let e = parse_eval_result(bad, Path::new("e.json"), 5).unwrap_err();
+        assert!(e.to_string().contains("e.json"), "{e}");
+    }
 }

@@ -84,6 +84,37 @@ enum Command {
         #[arg(long)]
         linear_loss: bool,
     },
+    /// Evaluate a run's checkpoint on its test split (ARC builds: voting, pass@K, submission.json).
+    ///
+    /// Rolls every test example out for the halting policy's maximum steps with the
+    /// EMA weights when the run keeps them. Writes metrics.json, and for ARC
+    /// datasets submission.json and eval_result.json (the vote tables), into
+    /// RUN/eval/step-N.
+    #[command(
+        after_help = "Examples:\n  recursa eval runs/quick-flip\n  recursa eval runs/trm-arc1 --backend cuda --batch 768\n  recursa eval runs/trm-arc1 --checkpoint runs/trm-arc1/checkpoints/step-100000 --reference-quirks\n  recursa render --subset evaluation --eval-result runs/trm-arc1/eval/step-100000/eval_result.json --out renders/"
+    )]
+    Eval {
+        /// The run directory (config.toml, checkpoints/).
+        run: PathBuf,
+        /// A checkpoint directory (default: the run's latest).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Evaluate on this dataset directory instead of the run's [data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Device: cpu, cuda, cuda:N, wgpu, tch.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Rows per batch (default: the run's global batch size).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// ARC voting exactly as the reference, its two defects included (see docs/data.md).
+        #[arg(long)]
+        reference_quirks: bool,
+        /// Output directory (default: RUN/eval/step-N).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Measure training-step and evaluation throughput (examples/s, tokens/s, TFLOP/s, MFU).
     #[command(
         after_help = "Examples:\n  recursa bench --config experiments/configs/quick-flip.toml\n  recursa bench --config experiments/configs/trm-arc1.toml --backend cuda --batch 768 --peak-tflops 989"
@@ -143,6 +174,9 @@ enum Command {
         /// Predictions in the evaluator's submission.json format.
         #[arg(long)]
         submission: Option<PathBuf>,
+        /// Vote tables from `recursa eval` (RUN/eval/step-N/eval_result.json) instead of --submission.
+        #[arg(long, conflicts_with = "submission")]
+        eval_result: Option<PathBuf>,
         /// Output directory (index.html and one PNG per task).
         #[arg(long)]
         out: PathBuf,
@@ -194,6 +228,9 @@ enum DataCommand {
         /// Worker threads (default: all cores); the output does not depend on it.
         #[arg(long)]
         threads: Option<usize>,
+        /// Only the first N tasks of each subset (small sets for quick runs).
+        #[arg(long)]
+        max_tasks: Option<usize>,
     },
     /// Build a Sudoku dataset from a CSV (source,question,answer,rating), reference semantics.
     Sudoku {
@@ -393,6 +430,7 @@ fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
         out,
         input_prefix,
         threads,
+        max_tasks,
     } = cmd
     else {
         unreachable!("every other data command returned above");
@@ -403,6 +441,7 @@ fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
     opts.num_aug = num_aug;
     opts.seed = seed;
     opts.threads = threads;
+    opts.max_tasks = max_tasks;
     let summary =
         recursa_data::build_arc(&opts).map_err(|e| recursa_core::Error::Other(e.to_string()))?;
     println!(
@@ -486,7 +525,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Data(cmd) => data_arc(cmd),
-        Command::Render { subset, input_prefix, tasks, first, submission, out } => {
+        Command::Render { subset, input_prefix, tasks, first, submission, eval_result, out } => {
             use recursa_data::render::{render_arc, RenderOptions, TaskSelection};
             let mut opts = RenderOptions::subset(input_prefix, subset, out);
             opts.tasks = match (first, tasks.is_empty()) {
@@ -495,11 +534,19 @@ fn main() -> ExitCode {
                 (None, true) => TaskSelection::First(10),
             };
             opts.submission = submission;
+            opts.eval_result = eval_result;
             render_arc(&opts).map_err(|e| recursa_core::Error::Other(e.to_string())).map(|summary| {
                 for w in &summary.warnings {
                     eprintln!("warning: {w}");
                 }
                 println!("{}: {} tasks, {} PNG files", summary.index.display(), summary.tasks.len(), summary.pngs.len());
+                true
+            })
+        }
+        Command::Eval { run, checkpoint, data, backend, batch, reference_quirks, out } => {
+            let opts = recursa::eval::EvalOptions { run, checkpoint, data, backend, batch, reference_quirks, out };
+            recursa::eval::eval(&opts).map(|r| {
+                println!("{}", recursa::eval::summary(&r));
                 true
             })
         }

@@ -18,6 +18,17 @@ use recursa_core::{Error, Result};
 pub fn load(data: &DataConfig, seed: u64) -> Result<(PuzzleSplit, PuzzleSplit)> {
     match data {
         DataConfig::Dataset { path } => {
+            if !path.is_dir() {
+                return Err(Error::config(
+                    "data.path",
+                    format!(
+                        "{}: no dataset there; build it with `recursa data arc|sudoku|maze|nqueens ... --out {}` \
+                         (the experiment file's comment gives the command)",
+                        path.display(),
+                        path.display()
+                    ),
+                ));
+            }
             let open = |split| PuzzleSplit::open(path, split).map_err(data_error);
             Ok((open("train")?, open("test")?))
         }

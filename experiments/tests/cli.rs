@@ -330,3 +330,123 @@ fn plot_draws_two_runs_into_a_png_and_a_csv() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The ARC path end to end through the command line: build a small dataset,
+/// train a tiny model on it for two steps (data-parallel on two CPU devices),
+/// evaluate with voting, and draw the vote tables.
+#[test]
+fn arc_data_train_eval_render() {
+    let dir = std::env::temp_dir().join(format!("recursa-arc-e2e-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("arc");
+    let (code, _, err) = recursa(&[
+        "data",
+        "arc",
+        "--subsets",
+        "training,evaluation",
+        "--test-set",
+        "evaluation",
+        "--max-tasks",
+        "3",
+        "--num-aug",
+        "2",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let run = dir.join("run");
+    let set = |kv: &str| ["--set".to_string(), kv.to_string()];
+    let mut args: Vec<String> = [
+        "train",
+        "--config",
+        "experiments/configs/quick-arc.toml",
+        "--backend",
+        "cpu,cpu",
+        "--out",
+        run.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for kv in [
+        format!("data.path=\"{}\"", data.display()),
+        "train.steps=2".into(),
+        "train.global_batch_size=4".into(),
+        "net.hidden_size=16".into(),
+        "net.puzzle_emb_ndim=16".into(),
+        "net.num_heads=1".into(),
+        "net.l_layers=1".into(),
+        "halting.max_steps=2".into(),
+    ] {
+        args.extend(set(&kv));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = recursa(&args);
+    assert_eq!(code, 0, "{err}");
+    // The dataset's identifier count sized the puzzle table, and the run says so.
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let ids: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("identifiers.json")).unwrap())
+            .unwrap();
+    let n = ids.as_array().unwrap().len();
+    assert!(
+        config.contains(&format!("num_puzzle_identifiers = {n}")),
+        "{config}"
+    );
+
+    let (code, out, err) = recursa(&["eval", run.to_str().unwrap(), "--batch", "8"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ARC/pass@2"), "{out}");
+    let eval_dir = run.join("eval/step-2");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    let pass2 = metrics["arc"]["ARC/pass@2"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&pass2), "{metrics}");
+    // Two attempts for every test input of every evaluation task.
+    let submission: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("submission.json")).unwrap())
+            .unwrap();
+    let tasks = submission.as_object().unwrap();
+    assert_eq!(tasks.len(), 3, "{submission}");
+    for inputs in tasks.values() {
+        for attempts in inputs.as_array().unwrap() {
+            assert!(attempts.get("attempt_1").is_some() && attempts.get("attempt_2").is_some());
+        }
+    }
+    let renders = dir.join("renders");
+    let (code, _, err) = recursa(&[
+        "render",
+        "--subset",
+        "evaluation",
+        "--first",
+        "3",
+        "--eval-result",
+        eval_dir.join("eval_result.json").to_str().unwrap(),
+        "--out",
+        renders.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(renders.join("index.html").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_missing_dataset_names_the_command_that_builds_it() {
+    let (code, _, err) = recursa(&[
+        "train",
+        "--config",
+        "experiments/configs/quick-arc.toml",
+        "--set",
+        "data.path=\"/nonexistent/arc\"",
+        "--out",
+        "/tmp/recursa-never-written",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("data.path") && err.contains("recursa data"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new("/tmp/recursa-never-written").exists());
+}

@@ -45,7 +45,7 @@ l_layers = 1
 [halting]
 {halting}
 [train]
-steps = 30
+steps = 60
 global_batch_size = 32
 lr = 3e-3
 lr_warmup_steps = 1
@@ -79,14 +79,14 @@ fn every_legal_combination_trains_and_its_loss_falls() {
                 let batches = sampled_batches(&train, batch, e.seed).unwrap();
                 let mut t = Trainer::new(&e, &device).unwrap();
                 let losses: Vec<f64> = batches
-                    .take(30)
+                    .take(60)
                     .map(|b| t.train_step(&b.unwrap()).unwrap().lm_loss)
                     .collect();
                 // Six steps = two episodes of three: compare like with like (the
                 // per-step targets and weights of DIS differ along an episode).
                 let (first, last) = (
                     losses[..6].iter().sum::<f64>(),
-                    losses[24..].iter().sum::<f64>(),
+                    losses[54..].iter().sum::<f64>(),
                 );
                 let what = format!(
                     "{} | {} | {}",

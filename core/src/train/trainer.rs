@@ -536,7 +536,7 @@ impl Trainer {
     }
 
     /// Restores the checkpoint directory `path` (one `step-N`) into this trainer.
-    pub(crate) fn resume_from(&mut self, path: &Path) -> Result<()> {
+    pub fn resume_from(&mut self, path: &Path) -> Result<()> {
         let state: checkpoint::TrainerState = checkpoint::read_json(&path.join("trainer.json"))?;
         crate::weights::load_net_file(&mut self.model.net, &path.join("model.safetensors"))?;
         let device = self.model.net.h_init.val().device();
