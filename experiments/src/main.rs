@@ -234,36 +234,46 @@ enum DataCommand {
     },
     /// Build a Sudoku dataset from a CSV (source,question,answer,rating), reference semantics.
     Sudoku {
+        /// Training puzzles: a CSV with the header source,question,answer,rating.
         #[arg(long)]
         csv: PathBuf,
+        /// Test puzzles in the same schema (default: no test split).
         #[arg(long)]
         test_csv: Option<PathBuf>,
+        /// Output directory (must not exist; written whole or not at all).
         #[arg(long)]
         out: PathBuf,
         /// Keep this many training puzzles (seeded subsample).
         #[arg(long)]
         subsample: Option<usize>,
+        /// Keep only puzzles whose rating is at least this.
         #[arg(long)]
         min_difficulty: Option<i64>,
         /// Augmentations per puzzle (digit permutation, transpose, band/stack/row/column permutations).
         #[arg(long, default_value_t = 0)]
         num_aug: usize,
+        /// Seed of every random draw.
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
     /// Build a Maze dataset from a CSV (`# SGo` alphabet), reference semantics.
     Maze {
+        /// Training puzzles: a CSV with the header source,question,answer,rating.
         #[arg(long)]
         csv: PathBuf,
+        /// Test puzzles in the same schema (default: no test split).
         #[arg(long)]
         test_csv: Option<PathBuf>,
+        /// Output directory (must not exist; written whole or not at all).
         #[arg(long)]
         out: PathBuf,
+        /// Keep this many training mazes (seeded subsample).
         #[arg(long)]
         subsample: Option<usize>,
         /// Add the 8 dihedral transforms of each maze.
         #[arg(long)]
         aug: bool,
+        /// Seed of every random draw.
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
@@ -272,10 +282,13 @@ enum DataCommand {
         /// Board side.
         #[arg(long = "size", default_value_t = 8)]
         board_size: usize,
+        /// Training puzzles.
         #[arg(long, default_value_t = 800)]
         num_train: usize,
+        /// Test puzzles.
         #[arg(long, default_value_t = 200)]
         num_test: usize,
+        /// Augmentations per training puzzle.
         #[arg(long, default_value_t = 8)]
         num_aug: usize,
         /// Queens given in each puzzle (default: as the builder chooses).
@@ -284,8 +297,10 @@ enum DataCommand {
         /// Keep puzzles with several completions (the DIS source's behaviour).
         #[arg(long)]
         no_unique: bool,
+        /// Seed of every random draw.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Output directory (must not exist; written whole or not at all).
         #[arg(long)]
         out: PathBuf,
     },
@@ -294,20 +309,25 @@ enum DataCommand {
         /// 4, 6 or 9.
         #[arg(long, default_value_t = 9)]
         size: usize,
+        /// Puzzles to write.
         #[arg(long)]
         count: usize,
         /// Keep puzzles whose backtracking guess count is at least this.
         #[arg(long, default_value_t = 0)]
         min_rating: u64,
+        /// Seed of every random draw.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Output directory (must not exist; written whole or not at all).
         #[arg(long)]
         out: PathBuf,
     },
     /// Generate mazes with a marked shortest path as a CSV (a stand-in for Maze-Hard).
     GenerateMaze {
+        /// Side of the square maze (cells, walls included).
         #[arg(long, default_value_t = 30)]
         size: usize,
+        /// Mazes to write.
         #[arg(long)]
         count: usize,
         /// Keep mazes whose shortest path is longer than this (Maze-Hard: 110).
@@ -316,8 +336,10 @@ enum DataCommand {
         /// Percentage of extra walls opened to make loops.
         #[arg(long, default_value_t = 5)]
         loop_percent: u32,
+        /// Seed of every random draw.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Output CSV (source,question,answer,rating).
         #[arg(long)]
         out: PathBuf,
     },

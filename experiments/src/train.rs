@@ -92,6 +92,23 @@ pub fn train(
         )?;
         experiment = ExperimentConfig::from_toml(&text, &source)?;
     }
+    // Epochs become steps as the reference counts them, from the training split.
+    if let Some(epochs) = experiment.train.as_ref().and_then(|t| t.epochs) {
+        let t = experiment.train.as_ref().expect("epochs came from [train]");
+        let m = train_set.metadata();
+        let steps = epochs * m.total_groups as f64 * m.mean_puzzle_examples
+            / t.global_batch_size.max(1) as f64;
+        if t.steps != 0 && t.steps != steps as usize {
+            return Err(Error::config(
+                format!("{source}: train.steps"),
+                format!("{} and train.epochs = {epochs} ({} steps) disagree; give one", t.steps, steps as usize),
+            ));
+        }
+        if t.steps == 0 {
+            text = apply_overrides(&text, &source, &[format!("train.steps={}", steps as usize)])?;
+            experiment = ExperimentConfig::from_toml(&text, &source)?;
+        }
+    }
     let net = &experiment.net;
     for (what, split) in [("train split", &train_set), ("test split", &test_set)] {
         check_split(

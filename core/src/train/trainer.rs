@@ -62,8 +62,14 @@ fn d_beta2() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Optimizer steps of the run (one per supervision step).
+    /// Optimizer steps of the run (one per supervision step). Give this or `epochs`.
+    #[serde(default)]
     pub steps: usize,
+    /// The run's length in epochs, as the reference counts them: steps =
+    /// epochs x total_groups x mean_puzzle_examples / global_batch_size of the
+    /// training split (an epoch samples one puzzle per group). Needs a dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
     /// Examples per optimizer step. Default 768.
     #[serde(default = "d_batch")]
     pub global_batch_size: usize,
@@ -237,6 +243,12 @@ impl Trainer {
             .train
             .clone()
             .ok_or_else(|| Error::config("train", "the experiment has no [train] section"))?;
+        if config.steps == 0 {
+            return Err(Error::config(
+                "train.steps",
+                "missing or 0: give train.steps, or train.epochs with a dataset",
+            ));
+        }
         let ad = Device::autodiff(device.clone());
         let mut model = experiment.build(&ad)?;
         if let Some(path) = &config.init_from {
