@@ -7,11 +7,14 @@
 #   scripts/gpu-check.sh [OUT]        (default OUT: gpu-check-<date>)
 #
 # Needs: the CUDA driver and NVRTC (libnvrtc) on the library path, cargo.
-# Set RECURSA_DEVICE=cpu to dry-run the script without a GPU (cpu everywhere).
+# Dry run without a GPU (cpu everywhere, small f32 benchmarks):
+#   RECURSA_DEVICE=cpu RECURSA_BENCH_BATCH=4 RECURSA_DTYPES=f32 scripts/gpu-check.sh
 set -uo pipefail
 
 OUT=${1:-gpu-check-$(date +%Y%m%d-%H%M)}
 DEVICE=${RECURSA_DEVICE:-cuda}
+BATCH=${RECURSA_BENCH_BATCH:-768}
+DTYPES=${RECURSA_DTYPES:-f32 bf16}
 mkdir -p "$OUT"
 LOG="$OUT/summary.txt"
 status=0
@@ -55,11 +58,11 @@ cp tests/tests/snapshots/backends__forward_*.snap "$OUT/" 2>/dev/null
 
 step "throughput"
 for config in trm-arc1 dis-compact; do
-    for dtype in f32 bf16; do
+    for dtype in $DTYPES; do
         $BIN bench --config "experiments/configs/$config.toml" --backend "$DEVICE" --dtype "$dtype" \
-            --steps 5 --batch 768 >"$OUT/bench-$config-$dtype.txt" 2>&1
+            --steps 5 --batch "$BATCH" >"$OUT/bench-$config-$dtype.txt" 2>&1
         rc=$?
-        record "recursa bench --config experiments/configs/$config.toml --backend $DEVICE --dtype $dtype --batch 768" $rc
+        record "recursa bench --config experiments/configs/$config.toml --backend $DEVICE --dtype $dtype --batch $BATCH" $rc
         [ $rc -eq 0 ] && grep -E "^(train|eval):" "$OUT/bench-$config-$dtype.txt" | sed 's/^/     /' | tee -a "$LOG"
     done
 done

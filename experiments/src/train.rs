@@ -101,7 +101,10 @@ pub fn train(
         if t.steps != 0 && t.steps != steps as usize {
             return Err(Error::config(
                 format!("{source}: train.steps"),
-                format!("{} and train.epochs = {epochs} ({} steps) disagree; give one", t.steps, steps as usize),
+                format!(
+                    "{} and train.epochs = {epochs} ({} steps) disagree; give one",
+                    t.steps, steps as usize
+                ),
             ));
         }
         if t.steps == 0 {

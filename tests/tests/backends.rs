@@ -6,7 +6,8 @@
 //! `tch`); the device of each can be changed with `RECURSA_TEST_WGPU`
 //! (default `wgpu`), `RECURSA_TEST_CUDA` (default `cuda`), `RECURSA_TEST_TCH`
 //! (default `tch`). A compiled backend whose device is missing fails the test:
-//! compiling it in is the request to check it.
+//! compiling it in is the request to check it. `RECURSA_TEST_BACKENDS=cpu,wgpu`
+//! narrows the run to those names (CI compiles `cuda` without a GPU this way).
 
 use burn::module::AutodiffModule;
 use recursa_core::experiment::ExperimentConfig;
@@ -61,6 +62,10 @@ fn compiled() -> Vec<String> {
     }
     if cfg!(feature = "tch") {
         specs.push(env("RECURSA_TEST_TCH", "tch"));
+    }
+    if let Ok(only) = std::env::var("RECURSA_TEST_BACKENDS") {
+        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+        specs.retain(|s| s == "cpu" || wanted.contains(&s.split(':').next().unwrap_or(s)));
     }
     specs
 }

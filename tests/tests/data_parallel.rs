@@ -58,6 +58,7 @@ fn run(text: &str, devices: &[&str]) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
 
 #[test]
 fn two_cpu_devices_train_like_one_device_with_the_same_global_batch() {
+    let _one_group = GROUP.lock().unwrap();
     let (one_losses, one_weights) = run(&quick(2), &["cpu"]);
     let (two_losses, two_weights) = run(&quick(1), &["cpu", "cpu"]);
     assert_eq!(
@@ -90,3 +91,43 @@ fn a_global_batch_that_does_not_split_over_the_devices_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_data_parallel_run_resumes_exactly() {
+    let text = quick(1);
+    let devices = vec![recursa_backends::device("cpu").unwrap(); 2];
+    let batches = batches(&text);
+    let steps = |t: &mut Trainer, range: std::ops::Range<usize>| -> Vec<f64> {
+        batches[range]
+            .iter()
+            .map(|b| t.train_step(b).unwrap().lm_loss)
+            .collect()
+    };
+    let dir = std::env::temp_dir().join(format!("recursa-dp-resume-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    // Collective groups are per process: one run at a time.
+    let (straight, resumed) = {
+        let _one_group = GROUP.lock().unwrap();
+        let mut a = Trainer::new_data_parallel(&text, "q.toml", &devices).unwrap();
+        let straight = steps(&mut a, 0..STEPS);
+        drop(a);
+        let mut b = Trainer::new_data_parallel(&text, "q.toml", &devices).unwrap();
+        let mut resumed = steps(&mut b, 0..2);
+        b.save(&dir, &text).unwrap();
+        drop(b);
+        let mut c = Trainer::new_data_parallel(&text, "q.toml", &devices).unwrap();
+        c.resume(&dir).unwrap();
+        assert_eq!(c.step, 2);
+        resumed.extend(steps(&mut c, 2..STEPS));
+        (straight, resumed)
+    };
+    assert_eq!(straight, resumed);
+    // Both ranks' carries are in the checkpoint.
+    let latest = recursa_core::train::checkpoint::latest(&dir).unwrap();
+    assert!(latest.join("carry-0.safetensors").exists());
+    assert!(latest.join("carry-1.safetensors").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Tests that build a data-parallel group take this first.
+static GROUP: std::sync::Mutex<()> = std::sync::Mutex::new(());

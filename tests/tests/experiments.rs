@@ -53,6 +53,11 @@ fn every_paper_config_has_its_documented_parameter_count() {
             6_822_914,
             2 * block(512) + 6 * 512 * 2 + 2 * 512 + 2,
         ),
+        (
+            "trm-sudoku-att.toml",
+            6_828_034,
+            2 * block(512) + 11 * 512 * 2 + 2 * 512 + 2,
+        ),
         ("hrm-arc1.toml", 27_276_290, 8 * block(512) + heads(512)),
         (
             "dis-compact.toml",

@@ -103,6 +103,7 @@ enum Job {
 
 /// A rank >= 1: a thread owning a replica trainer.
 pub struct Replica {
+    rank: usize,
     jobs: Sender<Job>,
     done: Receiver<Result<Metrics>>,
     thread: Option<JoinHandle<()>>,
@@ -157,24 +158,19 @@ impl Replica {
             })
             .map_err(|e| Error::Other(format!("cannot start rank {rank}: {e}")))?;
         let replica = Replica {
+            rank,
             jobs,
             done,
             thread: Some(thread),
         };
-        replica.wait(rank)?;
+        replica.finish()?;
         Ok(replica)
-    }
-
-    fn wait(&self, rank: usize) -> Result<Metrics> {
-        self.done
-            .recv()
-            .map_err(|_| Error::Other(format!("rank {rank} stopped")))?
     }
 
     fn send(&self, job: Job) -> Result<()> {
         self.jobs
             .send(job)
-            .map_err(|_| Error::Other("a data-parallel rank stopped".into()))
+            .map_err(|_| Error::Other(format!("data-parallel rank {} stopped", self.rank)))
     }
 
     /// Starts a training step on `batch`; collect it with [`Self::finish`].
@@ -184,7 +180,9 @@ impl Replica {
 
     /// The metrics of the step (or the result of the job) started last.
     pub fn finish(&self) -> Result<Metrics> {
-        self.wait(0)
+        self.done
+            .recv()
+            .map_err(|_| Error::Other(format!("data-parallel rank {} stopped", self.rank)))?
     }
 
     /// Has the replica write its carries into `dir` and waits for it.

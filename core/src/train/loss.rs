@@ -26,12 +26,26 @@ pub enum LossType {
     SoftmaxCrossEntropy,
 }
 
-/// `log(s(x) / sum s(x))` over the last axis, in float64.
+/// The float type the loss is computed in: float64 as the reference on the CPU
+/// (and libtorch); float32 on the CubeCL backends (cuda, wgpu), whose kernel
+/// fusion has no float64 (it panics on one).
+pub fn loss_dtype(device: &crate::Device) -> DType {
+    use burn::tensor::backend::DeviceOps;
+    match device.inner() {
+        crate::Device::NdArray(_) => DType::F64,
+        #[cfg(feature = "tch")]
+        crate::Device::LibTorch(_) => DType::F64,
+        _ => DType::F32,
+    }
+}
+
+/// `log(s(x) / sum s(x))` over the last axis, in float64 as the reference where
+/// the device allows ([`loss_dtype`]).
 ///
 /// # Shapes
-/// `logits: [..., vocab]` -> same, dtype f64
+/// `logits: [..., vocab]` -> same, dtype f64 (or f32)
 pub fn log_stablemax<const D: usize>(logits: Tensor<B, D>) -> Tensor<B, D> {
-    let x = logits.cast(DType::F64);
+    let x = logits.clone().cast(loss_dtype(&logits.device()));
     let negative = x.clone().lower_elem(0.0);
     // The 1/(1-x) branch is evaluated on min(x, 0), so it stays finite (and its
     // gradient zero) where the other branch is taken.
