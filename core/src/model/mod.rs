@@ -300,7 +300,7 @@ impl<B: Backend> ReasoningNet<B> {
     ) -> Tensor<B, 3> {
         let c = &self.config;
         let [batch, _] = tokens.dims();
-        let mut emb = self.embed_tokens.forward(tokens);
+        let mut emb = lookup(&self.embed_tokens, tokens);
         if let Some(puzzle) = puzzle {
             let prefix = c.prefix_len();
             let pad = prefix * c.hidden_size - c.puzzle_emb_ndim;
@@ -314,7 +314,7 @@ impl<B: Backend> ReasoningNet<B> {
         }
         if let (Some(table), Some(step)) = (&self.timestep_embed, step) {
             // DIS: one step vector added at every position, prefix included.
-            emb = emb + table.forward(step.unsqueeze_dim(1));
+            emb = emb + lookup(table, step.unsqueeze_dim(1));
         }
         if let Some(pos) = &self.embed_pos {
             emb = (emb + pos.weight.val().unsqueeze::<3>()) * LEARNED_POS_SCALE;
@@ -369,4 +369,22 @@ impl<B: Backend> ReasoningNet<B> {
                 .map_or(0, |p| p.weights.shape().num_elements());
         self.num_params() - buffers
     }
+}
+
+/// Embedding lookup written as `one_hot(ids) @ table`: the same rows exactly, and
+/// a backward that is a matmul instead of a scatter-add, so the gradient does not
+/// depend on the order in which a GPU's atomics add up repeated ids (runs repeat
+/// bit for bit). The vocabularies here are small (12 for ARC), so the matmul
+/// costs nothing next to the network.
+///
+/// # Shapes
+/// `ids: [batch, seq]` -> `[batch, seq, hidden]`
+fn lookup<B: Backend>(table: &Embedding<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    let [rows, hidden] = table.weight.dims();
+    let [batch, seq] = ids.dims();
+    // A float one-hot made on the table's device (an int-to-float cast would
+    // leave it off the autodiff graph's device kind).
+    let hot = ids.one_hot::<3>(rows).equal_elem(1);
+    let one_hot = Tensor::zeros([batch, seq, rows], &table.weight.device()).mask_fill(hot, 1.0);
+    one_hot.matmul(table.weight.val().reshape([1, rows, hidden]))
 }

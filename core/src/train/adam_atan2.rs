@@ -103,7 +103,14 @@ impl<B: Backend> SimpleOptimizer<B> for AdamAtan2 {
         let m = m.clone() + (grad.clone() - m) * (1.0 - c.beta1);
         let v = v.clone() + (grad.clone() * grad - v) * (1.0 - c.beta2);
         let denom = v.clone().sqrt() / bc2.sqrt();
-        let param = param - m.clone().atan2(denom) * (lr / bc1);
+        // atan2(0, 0) is 0 in PyTorch and on the CPU but undefined in WGSL (wgpu
+        // gives 3*pi/4): a weight that never had a gradient must not move.
+        let still = m
+            .clone()
+            .equal_elem(0.0)
+            .bool_and(denom.clone().equal_elem(0.0));
+        let step = m.clone().atan2(denom).mask_fill(still, 0.0);
+        let param = param - step * (lr / bc1);
         (param, Some(AdamAtan2State { time, m, v }))
     }
 
