@@ -13,7 +13,7 @@ use recursa_core::registry::{self, Axis};
     name = "recursa",
     version,
     about = "Looped reasoning models (TRM, HRM, DIS) on burn",
-    after_help = "Examples:\n  recursa verify-reference tests/fixtures/trm_forward_shared.safetensors\n  recursa inspect experiments/configs/trm-arc1.toml\n  recursa plot runs/quick-flip\n  recursa plugins\n  recursa backends"
+    after_help = "Quick start (CPU, about 3 minutes; held-out accuracy climbs from 0 to >95%):\n  recursa train --config experiments/configs/quick-flip.toml\n  recursa plot runs/quick-flip\n\nCompare TRM and DIS at the same number of forward passes:\n  recursa train --config experiments/configs/quick-trm.toml\n  recursa train --config experiments/configs/quick-dis.toml\n  recursa plot runs/quick-trm runs/quick-dis --x forward-passes\n\nA paper run (build its data once, then train on a GPU build, --features cuda):\n  recursa data arc --subsets training,evaluation,concept --test-set evaluation --num-aug 1000 --out data/arc1concept-aug-1000\n  recursa train --config experiments/configs/dis-compact.toml --backend cuda\n  recursa eval runs/dis-compact --backend cuda\n\nCheck this build against the reference PyTorch code:\n  recursa verify-reference tests/fixtures/*.safetensors\n\nMore: recursa COMMAND --help, recursa plugins, recursa backends, README.md and docs/."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,7 +45,8 @@ enum Command {
         /// Experiment file (TOML) with [net], [schedule], [target], [halting], [train] and [data].
         #[arg(long)]
         config: PathBuf,
-        /// Device to train on: cpu, cuda, cuda:N, wgpu, tch.
+        /// Device to train on: cpu, cuda, cuda:N, wgpu, tch; several devices of one
+        /// backend, comma-separated (cpu,cpu or cuda:0,cuda:1), train data-parallel.
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Run directory (default: runs/<config name>).
