@@ -455,15 +455,20 @@ fn a_missing_dataset_names_the_command_that_builds_it() {
 /// here) benchmarks without its data: the benchmark feeds random tokens.
 #[test]
 fn bench_runs_a_paper_config_without_its_dataset() {
-    let (code, out, err) = recursa(&[
-        "bench",
-        "--config",
-        "experiments/configs/dis-compact.toml",
-        "--batch",
-        "1",
-        "--steps",
-        "1",
-    ]);
+    let bench = |dtype: &str| {
+        recursa(&[
+            "bench",
+            "--config",
+            "experiments/configs/dis-compact.toml",
+            "--batch",
+            "1",
+            "--steps",
+            "1",
+            "--dtype",
+            dtype,
+        ])
+    };
+    let (code, out, err) = bench("f32");
     assert_eq!(code, 0, "{err}");
     let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(
@@ -472,17 +477,7 @@ fn bench_runs_a_paper_config_without_its_dataset() {
     );
     assert_eq!(last["dtype"], "f32");
     // The CPU refuses half precision with a clear error rather than a panic.
-    let (code, _, err) = recursa(&[
-        "bench",
-        "--config",
-        "experiments/configs/dis-compact.toml",
-        "--batch",
-        "1",
-        "--steps",
-        "1",
-        "--dtype",
-        "bf16",
-    ]);
+    let (code, _, err) = bench("bf16");
     assert_ne!(code, 0);
     assert!(err.contains("bf16"), "{err}");
 }
