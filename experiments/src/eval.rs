@@ -7,7 +7,7 @@
 //! votes ranked by count then mean sigmoid(q_halt), pass@K per task, and a
 //! `submission.json` with two attempts per test input.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use recursa_core::experiment::{DataConfig, ExperimentConfig};
 use recursa_core::train::checkpoint;
@@ -153,10 +153,6 @@ pub fn summary(r: &EvalReport) -> String {
         let line: Vec<String> = arc.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         s += &format!("{}\n", line.join(", "));
     }
-    s += &format!("written to {}", display(&r.out));
+    s += &format!("written to {}", r.out.display());
     s
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

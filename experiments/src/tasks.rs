@@ -78,10 +78,10 @@ fn transform(name: &str, grid: &[i32], size: usize, colors: usize) -> Vec<i32> {
 /// Train and test splits for a generated task, fixed by `seed`. Vocabulary
 /// 0..=colors (0 unused), puzzle identifier 1 for all (0 is the blank id).
 pub fn generate(data: &DataConfig, seed: u64) -> Result<(PuzzleSplit, PuzzleSplit)> {
-    let (train, test) = generate_examples(data, seed)?;
     let DataConfig::GeneratedGrid { size, colors, .. } = data else {
-        unreachable!("generate_examples accepted only a generated task")
+        return Err(Error::config("data.name", "not a generated task"));
     };
+    let (train, test) = generate_examples(data, seed)?;
     Ok((
         train.into_split(size * size, *colors)?,
         test.into_split(size * size, *colors)?,
