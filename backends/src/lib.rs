@@ -2,14 +2,16 @@
 //!
 //! | name   | backend                          | cargo feature | devices            |
 //! |--------|----------------------------------|---------------|--------------------|
-//! | `cpu`  | burn-ndarray (pure Rust, SIMD, rayon) | always   | `cpu`              |
+//! | `cpu`  | burn-flex (pure Rust, gemm crate with AVX-512, rayon) | always | `cpu` |
+//! | `ndarray` | burn-ndarray (pure Rust, matrixmultiply, rayon) | always | `ndarray` |
 //! | `cuda` | burn-cuda (NVRTC at run time)    | `cuda`        | `cuda`, `cuda:N`   |
 //! | `wgpu` | burn-wgpu, WGSL                  | `wgpu`        | `wgpu` (best GPU), `wgpu:cpu` |
 //! | `tch`  | burn-tch (libtorch)              | `tch`         | `tch`, `tch:cuda:N` |
 //!
 //! Every backend goes through `burn::Dispatch`, so the rest of recursa is not generic.
-//! The CPU backend is ndarray because it measured fastest here on TRM's dominant
-//! GEMM (140 GFLOP/s against flex's 110, 2 threads, f32).
+//! The CPU default is burn-flex: with the gemm crate's AVX-512 kernels it runs TRM's
+//! GEMMs at 207-252 GFLOP/s against matrixmultiply's 147-187 (2 threads, f32), and
+//! its views avoid copies (`docs/performance.md` has the measurements).
 
 use recursa_core::{Device, Error, Result};
 
@@ -33,7 +35,13 @@ pub fn backends() -> Vec<BackendInfo> {
             name: "cpu",
             feature: "(always)",
             compiled: true,
-            doc: "burn-ndarray on the CPU, pure Rust (embedded default)",
+            doc: "burn-flex on the CPU, pure Rust (embedded default)",
+        },
+        BackendInfo {
+            name: "ndarray",
+            feature: "(always)",
+            compiled: true,
+            doc: "burn-ndarray on the CPU, pure Rust (the earlier default)",
         },
         BackendInfo {
             name: "cuda",
@@ -81,10 +89,14 @@ pub fn device(spec: &str) -> Result<Device> {
         "cpu" | "ndarray" => {
             if rest.is_some() {
                 return Err(Error::Backend(format!(
-                    "device `{spec}`: the cpu backend has one device, `cpu`"
+                    "device `{spec}`: the {name} backend has one device, `{name}`"
                 )));
             }
-            Ok(Device::NdArray(Default::default()))
+            if name == "cpu" {
+                Ok(Device::Flex(Default::default()))
+            } else {
+                Ok(Device::NdArray(Default::default()))
+            }
         }
         "cuda" => {
             let _i = index(spec, rest)?;
@@ -131,7 +143,7 @@ pub fn device(spec: &str) -> Result<Device> {
             Err(not_compiled("tch"))
         }
         other => Err(Error::Backend(format!(
-            "unknown backend `{other}`; known: cpu, cuda, wgpu, tch"
+            "unknown backend `{other}`; known: cpu, ndarray, cuda, wgpu, tch"
         ))),
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::model::layers::Rope;
 use crate::model::NetConfig;
-use crate::step::{Batch, Latents, Net};
+use crate::step::{Batch, Latents, Net, NoGrad};
 use crate::{Result, B};
 
 /// Network calls made per example in one supervision step.
@@ -92,19 +92,36 @@ pub fn deep_recursion(
     t: usize,
     n: usize,
 ) -> Latents {
+    let mut latents = latents;
+    if t > 1 {
+        // The reference's `with torch.no_grad()` block.
+        let no_grad = NoGrad::new(net, rope);
+        let inner = no_grad.input_latents(latents);
+        let x = no_grad.input(x.clone());
+        let inner = cycles(&no_grad.net, inner, &x, no_grad.rope.as_ref(), t - 1, n);
+        latents = no_grad.output_latents(inner);
+    }
+    cycles(net, latents, x, rope, 1, n)
+}
+
+/// `cycles` times: n updates `z = net(z, y + x)`, then `y = net(y, z)`.
+fn cycles(
+    net: &Net,
+    latents: Latents,
+    x: &Tensor<B, 3>,
+    rope: Option<&Rope<B>>,
+    cycles: usize,
+    n: usize,
+) -> Latents {
     let Latents {
         z_h: mut y,
         z_l: mut z,
     } = latents;
-    for cycle in 0..t {
+    for _ in 0..cycles {
         for _ in 0..n {
             z = net.l_level.forward(z, y.clone() + x.clone(), rope);
         }
         y = net.l_level.forward(y, z.clone(), rope);
-        if cycle + 1 < t {
-            // No gradient through the first T-1 cycles.
-            (y, z) = (y.detach(), z.detach());
-        }
     }
     Latents { z_h: y, z_l: z }
 }

@@ -10,16 +10,91 @@
 //!
 //! The carried latents are detached: no gradient flows between supervision steps.
 
+use burn::module::AutodiffModule;
 use burn::tensor::{activation, Bool, Int, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::halting::HaltInput;
+use crate::model::layers::Rope;
 use crate::model::ReasoningNet;
 use crate::{HaltingPolicy, RecursionSchedule, Result, SupervisionTarget, B};
 
 /// The network on recursa's backend.
 pub type Net = ReasoningNet<B>;
+
+/// A `torch.no_grad()` block: the network's copy and the conversions that run
+/// work without recording it for backward. On an autodiff device that is the
+/// network's inner (`valid()`) copy, so activations are freed as soon as they are
+/// used; elsewhere (evaluation) the network itself. Weights are shared, not copied.
+pub struct NoGrad {
+    /// The network to call inside the block.
+    pub net: Net,
+    /// The RoPE tables on the block's backend.
+    pub rope: Option<Rope<B>>,
+    autodiff: bool,
+}
+
+impl NoGrad {
+    /// The block for `net` (on whatever device it lives) and its RoPE tables.
+    pub fn new(net: &Net, rope: Option<&Rope<B>>) -> Self {
+        let autodiff = is_autodiff(&net.h_init.val().device());
+        if !autodiff {
+            return NoGrad {
+                net: net.clone(),
+                rope: rope.cloned(),
+                autodiff,
+            };
+        }
+        NoGrad {
+            net: net.valid(),
+            rope: rope.map(|r| Rope {
+                cos: r.cos.clone().inner(),
+                sin: r.sin.clone().inner(),
+            }),
+            autodiff,
+        }
+    }
+
+    /// A float tensor brought into the block (its gradient history is left behind).
+    pub fn input<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
+        if self.autodiff {
+            t.inner()
+        } else {
+            t
+        }
+    }
+
+    /// A float tensor brought out of the block, as a constant of the outer graph.
+    pub fn output<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
+        if self.autodiff {
+            Tensor::from_inner(t)
+        } else {
+            t
+        }
+    }
+
+    /// Both latents brought into the block.
+    pub fn input_latents(&self, l: Latents) -> Latents {
+        Latents {
+            z_h: self.input(l.z_h),
+            z_l: self.input(l.z_l),
+        }
+    }
+
+    /// Both latents brought out of the block.
+    pub fn output_latents(&self, l: Latents) -> Latents {
+        Latents {
+            z_h: self.output(l.z_h),
+            z_l: self.output(l.z_l),
+        }
+    }
+}
+
+/// Whether `device` records operations for backward.
+pub fn is_autodiff(device: &crate::Device) -> bool {
+    matches!(device, crate::Device::Autodiff(_))
+}
 
 /// A batch of examples.
 #[derive(Clone, Debug)]
@@ -248,22 +323,23 @@ impl LoopedModel {
 
         let steps = steps + 1;
         let target_q_continue = (ctx.training && self.halting.bootstraps_q()).then(|| {
-            // No replay buffer or target network, as the reference (PQN-style).
+            // One more step without gradient (the reference's `torch.no_grad()`);
+            // no replay buffer or target network, as the reference (PQN-style).
+            let no_grad = NoGrad::new(net, rope.as_ref());
             let next = self.schedule.recurse(
-                net,
-                Latents {
-                    z_h: latents.z_h.clone().detach(),
-                    z_l: latents.z_l.clone().detach(),
-                },
-                x.clone().detach(),
-                rope.as_ref(),
+                &no_grad.net,
+                no_grad.input_latents(latents.clone()),
+                no_grad.input(x.clone()),
+                no_grad.rope.as_ref(),
             );
-            let (next_halt, next_continue) = net.q_head(next.z_h);
+            let (next_halt, next_continue) = no_grad.net.q_head(next.z_h);
+            let (next_halt, next_continue) =
+                (no_grad.output(next_halt), no_grad.output(next_continue));
             let is_last = steps
                 .clone()
                 .greater_equal_elem(self.halting.max_steps() as i64);
             let best = next_halt.clone().max_pair(next_continue);
-            activation::sigmoid(best.mask_where(is_last, next_halt)).detach()
+            activation::sigmoid(best.mask_where(is_last, next_halt))
         });
         let target = self.target.target(&data, episode.as_ref(), &steps);
         let target_weight = self.target.weight(&steps);

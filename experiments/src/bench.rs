@@ -44,6 +44,27 @@ pub struct BenchResult {
     pub eval_examples_per_s: f64,
     pub eval_flops_per_example: f64,
     pub mfu: Option<f64>,
+    /// The process's peak resident memory (RSS) after training and evaluation, in
+    /// bytes: what the side-by-side benchmark compares with the reference's.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set size so far, in bytes (`getrusage`); `None`
+/// where the platform does not report it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage writes into the zeroed struct it is given and nothing else.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return None;
+        }
+        // Linux reports kibibytes, macOS bytes.
+        let unit = if cfg!(target_os = "macos") { 1 } else { 1024 };
+        u64::try_from(usage.ru_maxrss).ok().map(|kib| kib * unit)
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Times `steps` training steps (after 2 warm-up steps) and one full-depth
@@ -139,6 +160,7 @@ pub fn bench(
         eval_examples_per_s: batch as f64 / eval.seconds,
         eval_flops_per_example,
         mfu: peak_tflops.map(|p| train_tflops / p),
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 

@@ -8,6 +8,11 @@ use recursa::verify;
 use recursa_core::experiment::ExperimentConfig;
 use recursa_core::registry::{self, Axis};
 
+/// Keeps freed memory for reuse: the system allocator returns every large tensor
+/// buffer to the OS, and the page faults of the next one cost a fifth of a CPU step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "recursa",
@@ -139,6 +144,9 @@ enum Command {
         /// Float type of every tensor: f32, bf16 or f16 (GPU backends).
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// Print only the result as one JSON object (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Convert an official PyTorch TRM checkpoint (torch.save state dict) to safetensors for an experiment.
     #[command(
@@ -574,12 +582,19 @@ fn main() -> ExitCode {
             })
         }
         Command::ImportTorch { checkpoint, config, out } => import_torch(&checkpoint, &config, &out),
-        Command::Bench { config, backend, steps, batch, peak_tflops, dtype } => {
+        Command::Bench { config, backend, steps, batch, peak_tflops, dtype, json } => {
             ExperimentConfig::load(&config).and_then(|e| recursa::bench::bench(&e, &backend, &dtype, steps, batch, peak_tflops)).map(|r| {
+                if json {
+                    println!("{}", serde_json::to_string(&r).expect("plain data"));
+                    return true;
+                }
                 println!("model FLOPs assumed: {:.3e} per training step (forward of every call, plus 2x forward for the calls with gradient and the LM head), {:.3e} per evaluated example", r.train_flops_per_step, r.eval_flops_per_example);
                 println!("train: {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}", r.train_examples_per_s, r.train_tokens_per_s, r.train_tflops,
                     r.mfu.map(|m| format!(", MFU {:.1}%", 100.0 * m)).unwrap_or_default());
                 println!("eval:  {:.1} examples/s (rollouts of the halting policy's maximum steps)", r.eval_examples_per_s);
+                if let Some(bytes) = r.peak_rss_bytes {
+                    println!("peak memory (RSS): {:.2} GB", bytes as f64 / 1e9);
+                }
                 println!("{}", serde_json::to_string(&r).expect("plain data"));
                 true
             })

@@ -476,6 +476,24 @@ fn bench_runs_a_paper_config_without_its_dataset() {
         "{out}"
     );
     assert_eq!(last["dtype"], "f32");
+    assert!(out.contains("peak memory (RSS)"), "{out}");
+    // `--json` prints the result alone, with the peak memory the wrapper compares.
+    let (code, out, err) = recursa(&[
+        "bench",
+        "--config",
+        "experiments/configs/dis-compact.toml",
+        "--batch",
+        "1",
+        "--steps",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let only: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rss = only["peak_rss_bytes"].as_u64().unwrap();
+    // dis-compact's parameters alone take megabytes; under 4 GB at batch 1.
+    assert!(rss > 1_000_000 && rss < 4_000_000_000, "{rss}");
     // The CPU refuses half precision with a clear error rather than a panic.
     let (code, _, err) = bench("bf16");
     assert_ne!(code, 0);

@@ -18,7 +18,7 @@ use recursa_core::model::layers::Rope;
 use recursa_core::model::NetConfig;
 use recursa_core::registry::{Axis, Field, PluginEntry};
 use recursa_core::schedule::NetCalls;
-use recursa_core::step::{Latents, Net};
+use recursa_core::step::{Latents, Net, NoGrad};
 use recursa_core::{Error, RecursionSchedule, Result, ScheduleConfig, B};
 use serde::{Deserialize, Serialize};
 
@@ -87,27 +87,38 @@ impl RecursionSchedule for Hrm {
         x: Tensor<B, 3>,
         rope: Option<&Rope<B>>,
     ) -> Latents {
+        let (n, t) = (self.h_cycles, self.l_cycles);
+        // Everything but the last low and the last high update, without gradient
+        // (the reference's `torch.no_grad()` block).
+        let no_grad = NoGrad::new(net, rope);
+        let Latents { mut z_h, mut z_l } = no_grad.input_latents(latents);
+        {
+            let (net, rope, x) = (
+                &no_grad.net,
+                no_grad.rope.as_ref(),
+                no_grad.input(x.clone()),
+            );
+            let h_level = net
+                .h_level
+                .as_ref()
+                .expect("checked by `check`: the net has an H level");
+            for cycle in 0..n {
+                for update in 0..t {
+                    if !(cycle == n - 1 && update == t - 1) {
+                        z_l = net.l_level.forward(z_l, z_h.clone() + x.clone(), rope);
+                    }
+                }
+                if cycle != n - 1 {
+                    z_h = h_level.forward(z_h, z_l.clone(), rope);
+                }
+            }
+        }
+        let Latents { z_h, z_l } = no_grad.output_latents(Latents { z_h, z_l });
+        // The 1-step gradient.
         let h_level = net
             .h_level
             .as_ref()
             .expect("checked by `check`: the net has an H level");
-        let Latents { mut z_h, mut z_l } = latents;
-        let (n, t) = (self.h_cycles, self.l_cycles);
-        // Everything but the last low and the last high update, without gradient.
-        for cycle in 0..n {
-            for update in 0..t {
-                if !(cycle == n - 1 && update == t - 1) {
-                    z_l = net
-                        .l_level
-                        .forward(z_l, z_h.clone() + x.clone(), rope)
-                        .detach();
-                }
-            }
-            if cycle != n - 1 {
-                z_h = h_level.forward(z_h, z_l.clone(), rope).detach();
-            }
-        }
-        // The 1-step gradient.
         let z_l = net.l_level.forward(z_l, z_h.clone() + x, rope);
         let z_h = h_level.forward(z_h, z_l.clone(), rope);
         Latents { z_h, z_l }

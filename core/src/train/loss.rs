@@ -32,7 +32,7 @@ pub enum LossType {
 pub fn loss_dtype(device: &crate::Device) -> DType {
     use burn::tensor::backend::DeviceOps;
     match device.inner() {
-        crate::Device::NdArray(_) => DType::F64,
+        crate::Device::Flex(_) | crate::Device::NdArray(_) => DType::F64,
         #[cfg(feature = "tch")]
         crate::Device::LibTorch(_) => DType::F64,
         _ => DType::F32,
