@@ -10,6 +10,8 @@
 //!
 //! The carried latents are detached: no gradient flows between supervision steps.
 
+use std::borrow::Cow;
+
 use burn::module::AutodiffModule;
 use burn::tensor::{activation, Bool, Int, Tensor};
 use rand::SeedableRng;
@@ -27,27 +29,27 @@ pub type Net = ReasoningNet<B>;
 /// work without recording it for backward. On an autodiff device that is the
 /// network's inner (`valid()`) copy, so activations are freed as soon as they are
 /// used; elsewhere (evaluation) the network itself. Weights are shared, not copied.
-pub struct NoGrad {
-    /// The network to call inside the block.
-    pub net: Net,
+pub struct NoGrad<'a> {
+    /// The network to call inside the block (borrowed when it has no autodiff).
+    pub net: Cow<'a, Net>,
     /// The RoPE tables on the block's backend.
     pub rope: Option<Rope<B>>,
     autodiff: bool,
 }
 
-impl NoGrad {
+impl<'a> NoGrad<'a> {
     /// The block for `net` (on whatever device it lives) and its RoPE tables.
-    pub fn new(net: &Net, rope: Option<&Rope<B>>) -> Self {
+    pub fn new(net: &'a Net, rope: Option<&Rope<B>>) -> Self {
         let autodiff = is_autodiff(&net.h_init.val().device());
         if !autodiff {
             return NoGrad {
-                net: net.clone(),
+                net: Cow::Borrowed(net),
                 rope: rope.cloned(),
                 autodiff,
             };
         }
         NoGrad {
-            net: net.valid(),
+            net: Cow::Owned(net.valid()),
             rope: rope.map(|r| Rope {
                 cos: r.cos.clone().inner(),
                 sin: r.sin.clone().inner(),

@@ -455,8 +455,8 @@ fn a_missing_dataset_names_the_command_that_builds_it() {
 /// here) benchmarks without its data: the benchmark feeds random tokens.
 #[test]
 fn bench_runs_a_paper_config_without_its_dataset() {
-    let bench = |dtype: &str| {
-        recursa(&[
+    let bench = |more: &[&str]| {
+        let mut args = vec![
             "bench",
             "--config",
             "experiments/configs/dis-compact.toml",
@@ -464,11 +464,11 @@ fn bench_runs_a_paper_config_without_its_dataset() {
             "1",
             "--steps",
             "1",
-            "--dtype",
-            dtype,
-        ])
+        ];
+        args.extend_from_slice(more);
+        recursa(&args)
     };
-    let (code, out, err) = bench("f32");
+    let (code, out, err) = bench(&["--dtype", "f32"]);
     assert_eq!(code, 0, "{err}");
     let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(
@@ -478,16 +478,7 @@ fn bench_runs_a_paper_config_without_its_dataset() {
     assert_eq!(last["dtype"], "f32");
     assert!(out.contains("peak memory (RSS)"), "{out}");
     // `--json` prints the result alone, with the peak memory the wrapper compares.
-    let (code, out, err) = recursa(&[
-        "bench",
-        "--config",
-        "experiments/configs/dis-compact.toml",
-        "--batch",
-        "1",
-        "--steps",
-        "1",
-        "--json",
-    ]);
+    let (code, out, err) = bench(&["--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
     let only: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -495,7 +486,7 @@ fn bench_runs_a_paper_config_without_its_dataset() {
     // dis-compact's parameters alone take megabytes; under 4 GB at batch 1.
     assert!(rss > 1_000_000 && rss < 4_000_000_000, "{rss}");
     // The CPU refuses half precision with a clear error rather than a panic.
-    let (code, _, err) = bench("bf16");
+    let (code, _, err) = bench(&["--dtype", "bf16"]);
     assert_ne!(code, 0);
     assert!(err.contains("bf16"), "{err}");
 }
