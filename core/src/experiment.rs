@@ -77,46 +77,184 @@ pub enum DataConfig {
     },
 }
 
+/// One `--set KEY=VALUE` of the command line, parsed.
+#[derive(Clone, Debug)]
+pub struct Override {
+    /// As the user wrote it, for error messages.
+    pub arg: String,
+    /// `train.steps` as `["train", "steps"]`.
+    pub key: Vec<String>,
+    /// Read as TOML (`3`, `1e-3`, `true`, `"rope"`), or as a string when it is not.
+    pub value: toml::Value,
+}
+
+impl Override {
+    /// Parses `KEY=VALUE`.
+    pub fn parse(arg: &str) -> Result<Self> {
+        let (key, value) = arg
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--set {arg}: expected KEY=VALUE, e.g. train.steps=100"
+                ))
+            })?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        Ok(Override {
+            arg: arg.to_string(),
+            key: key.trim().split('.').map(str::to_string).collect(),
+            value,
+        })
+    }
+
+    /// Writes the value into `doc`, creating tables on the way.
+    pub fn apply(&self, doc: &mut toml::Table) -> Result<()> {
+        let (last, tables) = self
+            .key
+            .split_last()
+            .expect("split yields at least one part");
+        let mut table = doc;
+        for k in tables {
+            table = table
+                .entry(k.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| {
+                    Error::config(
+                        format!("--set {}", self.arg),
+                        format!("`{k}` is not a table"),
+                    )
+                })?;
+        }
+        table.insert(last.clone(), self.value.clone());
+        Ok(())
+    }
+}
+
+/// Parses experiment TOML text into a table; a syntax error names `source` and the line.
+pub fn parse_table(text: &str, source: &str) -> Result<toml::Table> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| locate(text, s.start)).unwrap_or_default();
+        Error::config(
+            format!("{source}{line}"),
+            format!("not valid TOML: {}", e.message().trim()),
+        )
+    })
+}
+
 impl ExperimentConfig {
-    /// Parses an experiment from TOML text; `source` names it in errors.
+    /// Parses and checks an experiment from TOML text; `source` names it in errors.
     pub fn from_toml(text: &str, source: &str) -> Result<Self> {
+        Self::from_toml_with(text, source, &[])
+    }
+
+    /// Parses `text` with `--set` overrides applied on top, then checks every
+    /// field (see [`ExperimentConfig::validate`]). Errors name the file, the key and
+    /// its line, or the override that set the key.
+    pub fn from_toml_with(text: &str, source: &str, overrides: &[Override]) -> Result<Self> {
+        let mut table = parse_table(text, source)?;
+        for o in overrides {
+            o.apply(&mut table)?;
+        }
+        Self::from_table(
+            table,
+            &Origin {
+                text,
+                source,
+                overrides,
+            },
+        )
+    }
+
+    /// Parses and checks an experiment already read into a table.
+    pub fn from_table(table: toml::Table, origin: &Origin) -> Result<Self> {
         // Check plugin names first, so an unknown one lists the registered plugins.
-        let value: toml::Value = toml::from_str(text)
-            .map_err(|e| Error::config(source, format!("not valid TOML: {}", e.message())))?;
         for axis in Axis::ALL {
-            if let Some(table) = value.get(axis.key()) {
-                match table.get("name").and_then(|n| n.as_str()) {
+            if let Some(t) = table.get(axis.key()) {
+                let field = [axis.key().to_string(), "name".to_string()];
+                match t.get("name").and_then(|n| n.as_str()) {
                     Some(name) => {
-                        registry::find(axis, name).map_err(|e| {
-                            Error::config(format!("{source}: {}.name", axis.key()), e.to_string())
-                        })?;
+                        registry::find(axis, name)
+                            .map_err(|e| Error::config(origin.name(&field), e.to_string()))?;
                     }
                     None => {
                         return Err(Error::config(
-                            format!("{source}: {}.name", axis.key()),
+                            origin.name(&field),
                             format!("missing; known: {}", registry::known_names(axis)),
                         ))
                     }
                 }
             }
         }
-        let config: ExperimentConfig = toml::from_str(text).map_err(|e| {
-            let field = e.span().map(|s| locate(text, s.start)).unwrap_or_default();
-            Error::config(format!("{source}{field}"), e.message().to_string())
+        let value = toml::Value::Table(table.clone());
+        let config: ExperimentConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let mut path: Vec<String> = e
+                .path()
+                .iter()
+                .filter_map(|s| match s {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                    _ => None,
+                })
+                .collect();
+            let message = e.inner().to_string();
+            // `unknown field `x`` names the key itself.
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+                .map(str::to_string);
+            if let Some(key) = unknown {
+                if path.last() != Some(&key) {
+                    path.push(key);
+                }
+            } else if let [axis] = path.as_slice() {
+                // Plugin tables are read through typetag, which hides the inner
+                // key: find it from the value the message quotes.
+                if let Some(key) = table
+                    .get(axis)
+                    .and_then(|t| t.as_table())
+                    .and_then(|t| key_quoted_in(t, &message))
+                {
+                    path.push(key);
+                }
+            }
+            Error::config(origin.name(&path), message.trim().to_string())
         })?;
-        config.net.validate().map_err(|e| match e {
+        config.validate().map_err(|e| match e {
             Error::Config { field, message } => {
-                Error::config(format!("{source}: net.{field}"), message)
+                let path: Vec<String> = field.split('.').map(str::to_string).collect();
+                Error::config(origin.name(&path), message)
             }
             other => other,
         })?;
         Ok(config)
     }
 
-    /// Reads and parses an experiment file.
+    /// Reads, parses and checks an experiment file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Checks every field against its range and the plugins against the network,
+    /// so that a run fails before it writes anything. Errors name the field
+    /// (`train.lr`, `schedule.h_cycles`, `net.hidden_size`).
+    pub fn validate(&self) -> Result<()> {
+        self.net.validate().map_err(|e| prefix_field(e, "net"))?;
+        self.schedule.build()?.check(&self.net)?;
+        self.target.build()?.check(&self.net)?;
+        self.halting.build()?;
+        if let Some(train) = &self.train {
+            train.validate().map_err(|e| prefix_field(e, "train"))?;
+        }
+        if let Some(data) = &self.data {
+            data.validate(&self.net)
+                .map_err(|e| prefix_field(e, "data"))?;
+        }
+        Ok(())
     }
 
     /// Builds the model this experiment describes, initialised from `seed`.
@@ -129,6 +267,150 @@ impl ExperimentConfig {
             self.halting.build()?,
         )
     }
+}
+
+impl DataConfig {
+    /// Range checks of the generated task; a dataset directory is checked when it is read.
+    pub fn validate(&self, net: &NetConfig) -> Result<()> {
+        let DataConfig::GeneratedGrid {
+            size,
+            colors,
+            transform,
+            train_examples,
+            test_examples,
+        } = self
+        else {
+            return Ok(());
+        };
+        for (field, value, max) in [
+            ("size", *size, 30),
+            ("train_examples", *train_examples, 1 << 24),
+            ("test_examples", *test_examples, 1 << 24),
+        ] {
+            if value == 0 || value > max {
+                return Err(Error::config(
+                    field,
+                    format!("{value}: must be in 1..={max}"),
+                ));
+            }
+        }
+        if *colors == 0 || *colors + 1 > net.vocab_size {
+            return Err(Error::config(
+                "colors",
+                format!(
+                    "{colors}: needs 1..=vocab_size - 1 = {} (token 0 is padding)",
+                    net.vocab_size.saturating_sub(1)
+                ),
+            ));
+        }
+        if size * size != net.seq_len {
+            return Err(Error::config(
+                "size",
+                format!(
+                    "a {size}x{size} grid is {} tokens, but net.seq_len is {}",
+                    size * size,
+                    net.seq_len
+                ),
+            ));
+        }
+        const TRANSFORMS: [&str; 4] = ["flip", "transpose", "rotate", "shift-colors"];
+        if !TRANSFORMS.contains(&transform.as_str()) {
+            return Err(Error::config(
+                "transform",
+                format!("unknown `{transform}`; known: {}", TRANSFORMS.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where an experiment's text came from, to name a key in errors: the file and its
+/// line, or the `--set` override that wrote it.
+pub struct Origin<'a> {
+    /// The experiment file's text as the user wrote it.
+    pub text: &'a str,
+    /// Its path (or another name) for messages.
+    pub source: &'a str,
+    /// Overrides applied on top of `text`.
+    pub overrides: &'a [Override],
+}
+
+impl Origin<'_> {
+    /// `file: a.b (line N)`, or `--set a.b=v` when an override wrote `a.b` or a table above it.
+    fn name(&self, path: &[String]) -> String {
+        let key = path.join(".");
+        if let Some(o) = self
+            .overrides
+            .iter()
+            .rev()
+            .find(|o| !path.is_empty() && (path.starts_with(&o.key) || o.key.starts_with(path)))
+        {
+            return format!("--set {}", o.arg);
+        }
+        match (key.is_empty(), line_of_key(self.text, path)) {
+            (true, _) => self.source.to_string(),
+            (false, Some(line)) => format!("{}: {key} (line {line})", self.source),
+            (false, None) => format!("{}: {key}", self.source),
+        }
+    }
+}
+
+/// Prefixes the field of a config error with its table (`lr` -> `train.lr`).
+fn prefix_field(e: Error, table: &str) -> Error {
+    match e {
+        Error::Config { field, message } => Error::config(format!("{table}.{field}"), message),
+        other => other,
+    }
+}
+
+/// The key of `table` whose value a serde message quotes (`invalid type: string
+/// "abc", expected usize`), when exactly one matches.
+fn key_quoted_in(table: &toml::Table, message: &str) -> Option<String> {
+    let quoted = |v: &toml::Value| match v {
+        toml::Value::String(s) => Some(format!("string {s:?}")),
+        toml::Value::Integer(i) => Some(format!("integer `{i}`")),
+        toml::Value::Float(f) => Some(format!("floating point `{f}`")),
+        toml::Value::Boolean(b) => Some(format!("boolean `{b}`")),
+        _ => None,
+    };
+    let mut hits = table
+        .iter()
+        .filter(|(k, v)| {
+            k.as_str() != "name" && quoted(v).is_some_and(|q| message.contains(q.as_str()))
+        })
+        .map(|(k, _)| k.clone());
+    let first = hits.next()?;
+    hits.next().is_none().then_some(first)
+}
+
+/// The line where `path` (`["train", "steps"]`) is set in TOML `text`, if found:
+/// `steps = ...` under `[train]`, or `train.steps = ...` at the top.
+fn line_of_key(text: &str, path: &[String]) -> Option<usize> {
+    let (last, tables) = path.split_last()?;
+    let mut section: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = header
+                .trim()
+                .split('.')
+                .map(|s| s.trim().to_string())
+                .collect();
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let mut full = section.clone();
+        full.extend(key.trim().split('.').map(|s| s.trim().to_string()));
+        let (full_last, full_tables) = full.split_last()?;
+        if full_last == last && full_tables == tables {
+            return Some(i + 1);
+        }
+    }
+    // A whole table (`[train]`) when the key itself is absent, e.g. a missing field.
+    let header = format!("[{}]", path.join("."));
+    text.lines().position(|l| l.trim() == header).map(|i| i + 1)
 }
 
 /// ` (line L)` for a byte offset into `text`.

@@ -59,20 +59,18 @@ pub trait HaltingConfig: Debug + Send + Sync {
 
 /// Checks the settings every ACT policy shares, naming the field.
 pub fn check_act_settings(max_steps: usize, exploration: f64) -> Result<()> {
-    if max_steps == 0 {
-        return Err(crate::Error::config(
-            "halting.max_steps",
-            "must be at least 1",
-        ));
-    }
+    crate::error::check_count("halting.max_steps", max_steps, MAX_STEPS)?;
     if !(0.0..=1.0).contains(&exploration) {
         return Err(crate::Error::config(
             "halting.exploration",
-            "must be in [0, 1]",
+            format!("{exploration}: must be in [0, 1]"),
         ));
     }
     Ok(())
 }
+
+/// The most supervision steps a halting policy may allow (the papers use 6-16).
+pub const MAX_STEPS: usize = 4096;
 
 /// ACT halting as the reference computes it: in evaluation (or with one step) a
 /// row halts at `max_steps`; in training also when it wants to (`q_halt > 0`, or

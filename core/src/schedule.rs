@@ -9,6 +9,9 @@ use crate::model::NetConfig;
 use crate::step::{Batch, Latents, Net, NoGrad};
 use crate::{Result, B};
 
+/// The most cycles (T or n) a schedule may run per supervision step (the papers use 1-6).
+pub const MAX_CYCLES: usize = 1024;
+
 /// Network calls made per example in one supervision step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NetCalls {

@@ -218,6 +218,7 @@ impl LoopedModel {
         halting: Box<dyn HaltingPolicy>,
     ) -> Result<Self> {
         schedule.check(&net.config)?;
+        target.check(&net.config)?;
         Ok(LoopedModel {
             net,
             schedule,

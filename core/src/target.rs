@@ -32,6 +32,12 @@ pub trait SupervisionTarget: Debug + Send + Sync {
         steps: &Tensor<B, 1, Int>,
     ) -> Tensor<B, 2, Int>;
 
+    /// Rejects a network this target cannot train (labels outside its vocabulary,
+    /// say), naming the field. Default: any network.
+    fn check(&self, _net: &crate::model::NetConfig) -> Result<()> {
+        Ok(())
+    }
+
     /// A per-row weight of this step's language-model loss (DIS paper: rising
     /// with the step). Default: none (weight 1).
     fn weight(&self, _steps: &Tensor<B, 1, Int>) -> Option<Tensor<B, 1>> {

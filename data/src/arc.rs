@@ -465,6 +465,34 @@ pub(crate) fn check_output_free(out: &Path) -> Result<(), DataError> {
     Ok(())
 }
 
+/// Removes `.{name}.{pid}.*.tmp` directories in `parent` left by a build whose
+/// process is gone (killed before it could clean up). Linux only: elsewhere
+/// liveness is unknown and nothing is removed.
+fn remove_stale_temps(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A temporary directory removed on drop unless [`TempDir::commit`] renamed it.
 pub(crate) struct TempDir {
     pub(crate) path: PathBuf,
@@ -482,6 +510,7 @@ impl TempDir {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(|e| DataError::io(&parent, e))?;
+        remove_stale_temps(&parent, &name.to_string_lossy());
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = parent.join(format!(
@@ -1019,6 +1048,7 @@ fn build_into_temp(
         result?;
         writer_finish(w, &tmp.path, &jobs, opts)
     })?;
+    crate::fault::point("arc-build", 0);
     tmp.commit(&opts.out)?;
     summary.elapsed = start.elapsed();
     Ok(summary)

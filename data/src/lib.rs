@@ -17,6 +17,7 @@ pub mod arc_eval;
 pub mod augment;
 pub mod canvas;
 pub mod error;
+pub mod fault;
 pub mod grid;
 mod json;
 pub mod loader;

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod eval;
 pub mod plot;
 pub mod tasks;
+pub mod tolerance;
 pub mod train;
 pub mod verify;
 pub mod verify_dis;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use recursa::verify;
+use recursa_core::error::exit_code;
 use recursa_core::experiment::ExperimentConfig;
 use recursa_core::registry::{self, Axis};
 
@@ -18,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "recursa",
     version,
     about = "Looped reasoning models (TRM, HRM, DIS) on burn",
-    after_help = "Quick start (CPU, about 3 minutes; held-out accuracy climbs from 0 to >95%):\n  recursa train --config experiments/configs/quick-flip.toml\n  recursa plot runs/quick-flip\n\nCompare TRM and DIS at the same number of forward passes:\n  recursa train --config experiments/configs/quick-trm.toml\n  recursa train --config experiments/configs/quick-dis.toml\n  recursa plot runs/quick-trm runs/quick-dis --x forward-passes\n\nA paper run (build its data once, then train on a GPU build, --features cuda):\n  recursa data arc --subsets training,evaluation,concept --test-set evaluation --num-aug 1000 --out data/arc1concept-aug-1000\n  recursa train --config experiments/configs/dis-compact.toml --backend cuda\n  recursa eval runs/dis-compact --backend cuda\n\nCheck this build against the reference PyTorch code:\n  recursa verify-reference tests/fixtures/*.safetensors\n\nMore: recursa COMMAND --help, recursa plugins, recursa backends, README.md and docs/."
+    after_help = "Quick start (CPU, about 3 minutes; held-out accuracy climbs from 0 to >95%):\n  recursa train --config experiments/configs/quick-flip.toml\n  recursa plot runs/quick-flip\n\nCompare TRM and DIS at the same number of forward passes:\n  recursa train --config experiments/configs/quick-trm.toml\n  recursa train --config experiments/configs/quick-dis.toml\n  recursa plot runs/quick-trm runs/quick-dis --x forward-passes\n\nA paper run (build its data once, then train on a GPU build, --features cuda):\n  recursa data arc --subsets training,evaluation,concept --test-set evaluation --num-aug 1000 --out data/arc1concept-aug-1000\n  recursa train --config experiments/configs/dis-compact.toml --backend cuda\n  recursa eval runs/dis-compact --backend cuda\n\nCheck this build against the reference PyTorch code:\n  recursa verify-reference tests/fixtures/*.safetensors\n\nExit status: 0 success, 1 a check failed (verify-reference), 2 usage error, 3 invalid input (experiment file, dataset, checkpoint, weights), 4 I/O failure (missing file, permissions, full disk), 5 backend unavailable, 6 the run failed (non-finite loss, a rank stopped).\n\nMore: recursa COMMAND --help, recursa plugins, recursa backends, README.md and docs/."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,6 +67,10 @@ enum Command {
         /// Stop after this optimizer step with a checkpoint (continue later with --resume).
         #[arg(long)]
         until: Option<usize>,
+        /// Check everything (config, overrides, data, backend, model; with --resume the
+        /// run's config and checkpoint) and exit without writing or training.
+        #[arg(long)]
+        check: bool,
     },
     /// Draw the training curves of one or more runs into one PNG, and their numbers into a CSV.
     ///
@@ -355,7 +360,7 @@ enum DataCommand {
 }
 
 fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
-    let err = |e: recursa_data::DataError| recursa_core::Error::Other(e.to_string());
+    let err = recursa_core::Error::from_data;
     let show = |v: serde_json::Value| {
         println!("{}", serde_json::to_string_pretty(&v).expect("plain data"))
     };
@@ -473,8 +478,7 @@ fn data_arc(cmd: DataCommand) -> recursa_core::Result<bool> {
     opts.seed = seed;
     opts.threads = threads;
     opts.max_tasks = max_tasks;
-    let summary =
-        recursa_data::build_arc(&opts).map_err(|e| recursa_core::Error::Other(e.to_string()))?;
+    let summary = recursa_data::build_arc(&opts).map_err(recursa_core::Error::from_data)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&summary).expect("plain data serialises")
@@ -522,6 +526,24 @@ fn main() -> ExitCode {
             overrides,
             resume,
             until,
+            check: true,
+        } => recursa::train::prepare(&config, &backend, out, &overrides, resume).map(|p| {
+            println!(
+                "{}: ok ({} parameters; run directory {}, nothing written)",
+                config.display(),
+                recursa::thousands(p.trainer.model.net.num_trainable_params()),
+                p.run_dir.display()
+            );
+            true
+        }),
+        Command::Train {
+            config,
+            backend,
+            out,
+            overrides,
+            resume,
+            until,
+            check: false,
         } => recursa::train::train(&config, &backend, out, &overrides, resume, until).map(|r| {
             if let Some(r) = r {
                 println!(
@@ -566,7 +588,7 @@ fn main() -> ExitCode {
             };
             opts.submission = submission;
             opts.eval_result = eval_result;
-            render_arc(&opts).map_err(|e| recursa_core::Error::Other(e.to_string())).map(|summary| {
+            render_arc(&opts).map_err(recursa_core::Error::from_data).map(|summary| {
                 for w in &summary.warnings {
                     eprintln!("warning: {w}");
                 }
@@ -611,10 +633,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(false) => ExitCode::from(exit_code::CHECK_FAILED),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
     }
 }

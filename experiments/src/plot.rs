@@ -144,7 +144,7 @@ pub fn parse_metrics(text: &str, path: &Path) -> Result<Metrics> {
         if line.is_empty() {
             continue;
         }
-        let at = |message: String| Error::Other(format!("{}:{}: {message}", path.display(), i + 1));
+        let at = |message: String| Error::Input(format!("{}:{}: {message}", path.display(), i + 1));
         let unfinished = i + 1 == lines.len() && !text.ends_with('\n');
         let value: Value = match serde_json::from_str(line) {
             Ok(v) => v,
@@ -218,7 +218,7 @@ pub fn read_run(path: &Path) -> Result<Run> {
         (path.to_path_buf(), path.join("metrics.jsonl"))
     };
     if !dir.is_dir() {
-        return Err(Error::Other(format!(
+        return Err(Error::Input(format!(
             "{}: no such run directory",
             path.display()
         )));
@@ -226,7 +226,7 @@ pub fn read_run(path: &Path) -> Result<Run> {
     let text = std::fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
     let metrics = parse_metrics(&text, &metrics_path)?;
     if metrics.train.is_empty() && metrics.eval.is_empty() {
-        return Err(Error::Other(format!(
+        return Err(Error::Input(format!(
             "{}: no \"train\" or \"eval\" lines yet, nothing to plot",
             metrics_path.display()
         )));
@@ -323,7 +323,7 @@ impl XMap {
                     .map(|b| b as f64)
                     .or(derived)
                     .ok_or_else(|| {
-                        Error::Other(format!(
+                        Error::Input(format!(
                             "{}: --x examples needs train.global_batch_size in {} (not found)",
                             run.name,
                             run.dir.join("config.toml").display()
@@ -333,7 +333,7 @@ impl XMap {
             _ => 0.0,
         };
         if axis == XAxis::ForwardPasses && calls.is_empty() {
-            return Err(Error::Other(format!(
+            return Err(Error::Input(format!(
                 "{}: no train line with `net_calls_total`, so forward passes are unknown; use --x step",
                 run.metrics_path.display()
             )));
@@ -969,7 +969,7 @@ pub fn default_out(runs: &[PathBuf]) -> PathBuf {
 /// missing directories are created). Nothing is written when a run cannot be read.
 pub fn plot(opts: &PlotOptions) -> Result<PlotSummary> {
     if opts.runs.is_empty() {
-        return Err(Error::Other("plot: give at least one run directory".into()));
+        return Err(Error::Usage("plot: give at least one run directory".into()));
     }
     let runs = opts
         .runs
@@ -982,7 +982,7 @@ pub fn plot(opts: &PlotOptions) -> Result<PlotSummary> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if !is_png {
-        return Err(Error::Other(format!(
+        return Err(Error::Usage(format!(
             "{}: --out must name a .png file (the CSV is written next to it)",
             png_path.display()
         )));

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::tolerance::Tolerances;
 use burn::tensor::{Int, Tensor, TensorData};
 use recursa_core::model::ReasoningNet;
 use recursa_core::reference::ReferenceConfig;
@@ -86,16 +87,16 @@ impl Fixture {
         let file = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| Error::Other(format!("{file}: not a safetensors file: {e}")))?;
+            .map_err(|e| Error::Input(format!("{file}: not a safetensors file: {e}")))?;
         let metadata = meta.metadata().clone().unwrap_or_default();
         let fixture: serde_json::Value = metadata
             .get("fixture")
             .and_then(|f| serde_json::from_str(f).ok())
-            .ok_or_else(|| Error::Other(format!("{file}: no `fixture` JSON in the safetensors metadata; is this a reference fixture?")))?;
+            .ok_or_else(|| Error::Input(format!("{file}: no `fixture` JSON in the safetensors metadata; is this a reference fixture?")))?;
         let kind = fixture
             .get("kind")
             .and_then(|k| k.as_str())
-            .ok_or_else(|| Error::Other(format!("{file}: fixture metadata has no `kind`")))?
+            .ok_or_else(|| Error::Input(format!("{file}: fixture metadata has no `kind`")))?
             .to_string();
         Ok(Fixture {
             file,
@@ -107,7 +108,7 @@ impl Fixture {
 
     pub fn tensors(&self) -> Result<SafeTensors<'_>> {
         SafeTensors::deserialize(&self.bytes)
-            .map_err(|e| Error::Other(format!("{}: {e}", self.file)))
+            .map_err(|e| Error::Input(format!("{}: {e}", self.file)))
     }
 
     /// The reference model config stored with the fixture.
@@ -115,7 +116,7 @@ impl Fixture {
         let json = self
             .metadata
             .get("config")
-            .ok_or_else(|| Error::Other(format!("{}: no `config` in the metadata", self.file)))?;
+            .ok_or_else(|| Error::Input(format!("{}: no `config` in the metadata", self.file)))?;
         ReferenceConfig::from_json(json, &self.file)
     }
 }
@@ -252,7 +253,7 @@ pub fn compare_exact(name: &str, shape: Vec<usize>, got: &[i32], want: &[i32]) -
 fn data_checks(
     checks: std::result::Result<Vec<recursa_data::Check>, recursa_data::DataError>,
 ) -> Result<Vec<Comparison>> {
-    let checks = checks.map_err(|e| Error::Other(e.to_string()))?;
+    let checks = checks.map_err(Error::from_data)?;
     Ok(checks
         .into_iter()
         .map(|c| Comparison {
@@ -345,7 +346,7 @@ pub fn verify_file(path: &Path, device: &Device) -> Result<Report> {
         "arc_dataset" => data_checks(recursa_data::verify_arc_dataset(path))?,
         "arc_eval" => data_checks(recursa_data::verify_arc_eval(path))?,
         other => {
-            return Err(Error::Other(format!(
+            return Err(Error::Input(format!(
                 "{}: fixture kind `{other}` is not supported by this release (supported: {})",
                 fx.file,
                 SUPPORTED_KINDS.join(", ")
@@ -439,15 +440,15 @@ pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel
 fn verify_forward(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
     let st = fx.tensors()?;
     let model = model_from_reference(fx, device)?;
-    // The fixture README's tolerances; mlp_t configurations accumulate more error.
-    let act_atol = if model.net.config.mlp_t { 1e-3 } else { 1e-4 };
-    let (act_rtol, q_atol) = (1e-4, 5e-5);
+    let tol = Tolerances::for_net(&model.net.config);
+    let (act, q) = (tol.activations(), tol.q_logits());
+    let (act_atol, act_rtol, q_atol) = (act.atol, act.rtol, q.atol);
     let batch = read_batch(&st, &fx.file, "", device)?;
     let steps = (1..)
         .take_while(|k| st.tensor(&format!("step{k}.logits")).is_ok())
         .count();
     if steps == 0 {
-        return Err(Error::Other(format!(
+        return Err(Error::Input(format!(
             "{}: no `step1.logits` to compare",
             fx.file
         )));

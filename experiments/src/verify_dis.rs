@@ -9,6 +9,7 @@ use recursa_core::{Device, Error, Result, B};
 use recursa_plugins::DisLinearPath;
 use safetensors::SafeTensors;
 
+use crate::tolerance::Tolerances;
 use crate::verify::{
     check_float, check_int, compare_exact, int_tensor, model_from_reference, read_batch, read_i32,
     Comparison, Fixture,
@@ -45,8 +46,10 @@ fn rollout(
     } else {
         StepContext::eval()
     };
+    let tol = Tolerances::for_net(&model.net.config);
     let mut out = Vec::new();
     for k in 1..=steps {
+        let close = tol.dis_activations(k);
         let (next, step) = model.step(carry, &batch, &mut ctx);
         carry = next;
         let p = format!("{prefix}step{k}.");
@@ -75,8 +78,8 @@ fn rollout(
             fx,
             &format!("{p}logits"),
             step.logits.clone(),
-            2e-4,
-            1e-4,
+            close.atol,
+            close.rtol,
         )?);
         out.push(check_int(st, fx, &format!("{p}preds"), loss.preds.clone())?);
         out.push(check_int(
@@ -96,8 +99,8 @@ fn rollout(
             fx,
             &format!("{p}lm_loss"),
             loss.metrics.lm_loss,
-            0.0,
-            1e-5,
+            tol.loss().atol,
+            tol.loss().rtol,
         )?);
         let m = &loss.metrics;
         for (name, got) in [
@@ -127,23 +130,26 @@ fn rollout(
                 fx,
                 &format!("{p}z_H"),
                 carry.latents.z_h.clone(),
-                2e-4,
-                1e-4,
+                close.atol,
+                close.rtol,
             )?);
             out.push(check_float(
                 st,
                 fx,
                 &format!("{p}z_L"),
                 carry.latents.z_l.clone(),
-                2e-4,
-                1e-4,
+                close.atol,
+                close.rtol,
             )?);
             if st
                 .tensor(&format!("{p}grad.puzzle_emb.local_weights"))
                 .is_ok()
             {
                 let grads = (loss.total * (1.0 / global_batch as f64)).backward();
-                out.extend(grad_comparisons(st, fx, &p, &model, &step, &grads)?);
+                let relative = tol.grad_relative(Some(k));
+                out.extend(grad_comparisons(
+                    st, fx, &p, &model, &step, &grads, relative,
+                )?);
             }
         }
     }

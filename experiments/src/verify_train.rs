@@ -5,6 +5,7 @@
 //! of train step 1; (2) the optimizers applied to the *stored* step-1 gradients;
 //! (3) train step 2 from the stored weights and carry, and its optimizer step.
 
+use crate::tolerance::Tolerances;
 use burn::module::Param;
 use burn::optim::SimpleOptimizer;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -56,10 +57,17 @@ fn values_f64<const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
         .expect("converted to f64")
 }
 
-/// A gradient check: `max|a-b| <= 1e-4 * max|ref| + 1e-6` over the tensor.
-fn compare_grad(name: &str, shape: Vec<usize>, got: &[f32], want: &[f32]) -> Comparison {
+/// A gradient check: `max|a-b| <= relative * max|ref| + 1e-6` over the tensor
+/// (`relative` from [`crate::tolerance::Tolerances::grad_relative`]).
+fn compare_grad(
+    name: &str,
+    shape: Vec<usize>,
+    got: &[f32],
+    want: &[f32],
+    relative: f64,
+) -> Comparison {
     let scale = want.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-    let atol = 1e-4 * scale + 1e-6;
+    let atol = relative * scale + 1e-6;
     compare_f32(name, shape, got, want, atol, 0.0)
 }
 
@@ -273,14 +281,16 @@ fn check_train_step(
     (carry, out, step_loss): (&Carry, &StepOutput, StepLoss),
     global_batch: usize,
 ) -> Result<Vec<Comparison>> {
+    let tol = Tolerances::for_net(&model.net.config);
+    let (a, q, loss) = (tol.activations(), tol.q_logits(), tol.loss());
     let mut c = vec![
         check_float(
             st,
             fx,
             &format!("{p}out.logits"),
             out.logits.clone(),
-            1e-4,
-            1e-4,
+            a.atol,
+            a.rtol,
         )?,
         check_int(st, fx, &format!("{p}out.preds"), step_loss.preds.clone())?,
         check_float(
@@ -288,32 +298,32 @@ fn check_train_step(
             fx,
             &format!("{p}out.q_halt_logits"),
             out.q_halt_logits.clone(),
-            5e-5,
-            0.0,
+            q.atol,
+            q.rtol,
         )?,
         check_float(
             st,
             fx,
             &format!("{p}out.q_continue_logits"),
             out.q_continue_logits.clone(),
-            5e-5,
-            0.0,
+            q.atol,
+            q.rtol,
         )?,
         check_float(
             st,
             fx,
             &format!("{p}carry.z_H"),
             carry.latents.z_h.clone(),
-            1e-4,
-            1e-4,
+            a.atol,
+            a.rtol,
         )?,
         check_float(
             st,
             fx,
             &format!("{p}carry.z_L"),
             carry.latents.z_l.clone(),
-            1e-4,
-            1e-4,
+            a.atol,
+            a.rtol,
         )?,
         check_int(st, fx, &format!("{p}carry.steps"), carry.steps.clone())?,
         check_int(
@@ -362,8 +372,8 @@ fn check_train_step(
             vec![],
             &[got],
             &[want],
-            0.0,
-            1e-5,
+            loss.atol,
+            loss.rtol,
         ));
     }
     for (name, got) in [
@@ -392,7 +402,8 @@ fn check_train_step(
 
     // Gradients of (1/global_batch) * loss.
     let grads = (step_loss.total * (1.0 / global_batch as f64)).backward();
-    c.extend(grad_comparisons(st, fx, p, model, out, &grads)?);
+    let relative = Tolerances::for_net(&model.net.config).grad_relative(None);
+    c.extend(grad_comparisons(st, fx, p, model, out, &grads, relative)?);
     Ok(c)
 }
 
@@ -405,6 +416,7 @@ pub fn grad_comparisons(
     model: &LoopedModel,
     out: &StepOutput,
     grads: &<B as burn::tensor::backend::AutodiffBackend>::Gradients,
+    relative: f64,
 ) -> Result<Vec<Comparison>> {
     let mut c = Vec::new();
     let mut collector = GradCollector {
@@ -419,6 +431,7 @@ pub fn grad_comparisons(
             shape,
             &got,
             &want.values,
+            relative,
         ));
     }
     if let Some((rows, ids)) = &out.puzzle {
@@ -433,6 +446,7 @@ pub fn grad_comparisons(
             shape,
             &got,
             &want.values,
+            relative,
         ));
         if st.tensor(&format!("{p}puzzle_emb.local_ids")).is_ok() {
             c.push(check_int(

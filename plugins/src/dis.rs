@@ -19,10 +19,12 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use recursa_core::error::check_count;
+use recursa_core::halting::MAX_STEPS;
 use recursa_core::model::layers::Rope;
 use recursa_core::model::NetConfig;
 use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::schedule::{deep_recursion, NetCalls};
+use recursa_core::schedule::{deep_recursion, NetCalls, MAX_CYCLES};
 use recursa_core::step::{Batch, Latents, Net};
 use recursa_core::train::loss::IGNORE_LABEL_ID;
 use recursa_core::{
@@ -64,9 +66,8 @@ inventory::submit! {
 #[typetag::serde(name = "dis")]
 impl ScheduleConfig for Dis {
     fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
-        if self.h_cycles == 0 {
-            return Err(Error::config("schedule.h_cycles", "must be at least 1"));
-        }
+        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
+        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)?;
         Ok(Box::new(self.clone()))
     }
 }
@@ -161,9 +162,7 @@ inventory::submit! {
 #[typetag::serde(name = "dis-linear-path")]
 impl TargetConfig for DisLinearPath {
     fn build(&self) -> Result<Box<dyn SupervisionTarget>> {
-        if self.steps == 0 {
-            return Err(Error::config("target.steps", "must be at least 1"));
-        }
+        check_count("target.steps", self.steps, MAX_STEPS)?;
         Ok(Box::new(self.clone()))
     }
 }

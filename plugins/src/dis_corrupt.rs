@@ -12,6 +12,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use recursa_core::error::check_count;
+use recursa_core::halting::MAX_STEPS;
 use recursa_core::registry::{Axis, Field, PluginEntry};
 use recursa_core::step::Batch;
 use recursa_core::train::loss::IGNORE_LABEL_ID;
@@ -65,11 +67,13 @@ inventory::submit! {
 #[typetag::serde(name = "dis-corrupt")]
 impl TargetConfig for DisCorrupt {
     fn build(&self) -> Result<Box<dyn SupervisionTarget>> {
-        if self.steps == 0 {
-            return Err(Error::config("target.steps", "must be at least 1"));
-        }
-        if self.replace_tokens[0] >= self.replace_tokens[1] {
-            return Err(Error::config("target.replace_tokens", "needs low < high"));
+        check_count("target.steps", self.steps, MAX_STEPS)?;
+        let [low, high] = self.replace_tokens;
+        if low < 0 || low >= high {
+            return Err(Error::config(
+                "target.replace_tokens",
+                format!("[{low}, {high}]: needs 0 <= low < high"),
+            ));
         }
         Ok(Box::new(self.clone()))
     }
@@ -78,6 +82,17 @@ impl TargetConfig for DisCorrupt {
 impl SupervisionTarget for DisCorrupt {
     fn name(&self) -> &'static str {
         "dis-corrupt"
+    }
+
+    fn check(&self, net: &recursa_core::model::NetConfig) -> Result<()> {
+        let high = self.replace_tokens[1];
+        if high as usize > net.vocab_size {
+            return Err(Error::config(
+                "target.replace_tokens",
+                format!("high {high} is above net.vocab_size {}", net.vocab_size),
+            ));
+        }
+        Ok(())
     }
 
     /// Per row: the order in which cells stop being corrupted, and the replacement tokens.

@@ -2,9 +2,10 @@
 
 use burn::tensor::{Bool, Tensor};
 use rand_chacha::ChaCha8Rng;
-use recursa_core::halting::HaltInput;
+use recursa_core::error::check_count;
+use recursa_core::halting::{HaltInput, MAX_STEPS};
 use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::{Error, HaltingConfig, HaltingPolicy, Result, B};
+use recursa_core::{HaltingConfig, HaltingPolicy, Result, B};
 use serde::{Deserialize, Serialize};
 
 /// Every episode runs exactly `steps` supervision steps, in training and evaluation.
@@ -27,9 +28,7 @@ inventory::submit! {
 #[typetag::serde(name = "fixed")]
 impl HaltingConfig for FixedSteps {
     fn build(&self) -> Result<Box<dyn HaltingPolicy>> {
-        if self.steps == 0 {
-            return Err(Error::config("halting.steps", "must be at least 1"));
-        }
+        check_count("halting.steps", self.steps, MAX_STEPS)?;
         Ok(Box::new(self.clone()))
     }
 }

@@ -14,10 +14,11 @@
 //! | `z_l`      | `z_L`      | z_L   |
 
 use burn::tensor::Tensor;
+use recursa_core::error::check_count;
 use recursa_core::model::layers::Rope;
 use recursa_core::model::NetConfig;
 use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::schedule::NetCalls;
+use recursa_core::schedule::{NetCalls, MAX_CYCLES};
 use recursa_core::step::{Latents, Net, NoGrad};
 use recursa_core::{Error, RecursionSchedule, Result, ScheduleConfig, B};
 use serde::{Deserialize, Serialize};
@@ -47,12 +48,8 @@ inventory::submit! {
 #[typetag::serde(name = "hrm")]
 impl ScheduleConfig for Hrm {
     fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
-        if self.h_cycles == 0 || self.l_cycles == 0 {
-            return Err(Error::config(
-                "schedule",
-                "hrm needs h_cycles >= 1 and l_cycles >= 1",
-            ));
-        }
+        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
+        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)?;
         Ok(Box::new(self.clone()))
     }
 }
@@ -63,11 +60,16 @@ impl RecursionSchedule for Hrm {
     }
 
     fn check(&self, net: &NetConfig) -> Result<()> {
-        if net.h_layers == 0 || net.l_layers == 0 {
-            return Err(Error::config(
-                "net.h_layers",
-                "the hrm schedule needs two levels: h_layers >= 1 and l_layers >= 1",
-            ));
+        for (field, layers) in [
+            ("net.h_layers", net.h_layers),
+            ("net.l_layers", net.l_layers),
+        ] {
+            if layers == 0 {
+                return Err(Error::config(
+                    field,
+                    "the hrm schedule needs two levels: h_layers >= 1 and l_layers >= 1",
+                ));
+            }
         }
         Ok(())
     }

@@ -13,12 +13,13 @@
 //! | `x`        | `input_embeddings` | x |
 
 use burn::tensor::Tensor;
+use recursa_core::error::check_count;
 use recursa_core::model::layers::Rope;
 use recursa_core::model::NetConfig;
 use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::schedule::{deep_recursion, NetCalls};
+use recursa_core::schedule::{deep_recursion, NetCalls, MAX_CYCLES};
 use recursa_core::step::{Latents, Net};
-use recursa_core::{Error, RecursionSchedule, Result, ScheduleConfig, B};
+use recursa_core::{RecursionSchedule, Result, ScheduleConfig, B};
 use serde::{Deserialize, Serialize};
 
 /// TRM's schedule: T cycles of (n z-updates, one y-update); T-1 cycles without gradient.
@@ -46,9 +47,8 @@ inventory::submit! {
 #[typetag::serde(name = "trm")]
 impl ScheduleConfig for Trm {
     fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
-        if self.h_cycles == 0 {
-            return Err(Error::config("schedule.h_cycles", "must be at least 1"));
-        }
+        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
+        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)?;
         Ok(Box::new(self.clone()))
     }
 }

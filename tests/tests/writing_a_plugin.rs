@@ -109,15 +109,12 @@ fn the_example_plugin_is_registered_and_trains() {
         let m = t.train_step(&batches.next().unwrap().unwrap()).unwrap();
         assert!(m.lm_loss.is_finite() && m.q_halt_loss > 0.0, "{m:?}");
     }
-    // Its own config errors come back through the experiment file.
-    let bad = ExperimentConfig::from_toml(
+    // Its own config errors come back through the experiment file, at load.
+    let err = ExperimentConfig::from_toml(
         &quick_with("name = \"confident-halt\"\nmax_steps = 4\nconfidence = 2.0"),
         "q.toml",
     )
-    .unwrap();
-    let err = bad
-        .build(&recursa_backends::device("cpu").unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("halting.confidence"), "{err}");
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("q.toml: halting.confidence"), "{err}");
 }

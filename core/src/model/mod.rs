@@ -131,6 +131,24 @@ impl NetConfig {
         self.prefix_len() + self.seq_len
     }
 
+    /// A parameter count from the shape alone (blocks and embeddings), to refuse
+    /// absurd sizes before any memory is allocated.
+    fn approx_dense_params(&self) -> f64 {
+        let h = self.hidden_size as f64;
+        let inter = |width: f64| (self.expansion * width * 2.0 / 3.0 / 256.0).ceil() * 256.0;
+        let mixer = if self.mlp_t {
+            let l = self.total_len() as f64;
+            3.0 * l * inter(l)
+        } else {
+            4.0 * h * h
+        };
+        let block = mixer + 3.0 * h * inter(h);
+        let blocks = (self.l_layers + self.h_layers) as f64 * block;
+        let embeddings =
+            (2.0 * self.vocab_size as f64 + self.seq_len as f64 + self.step_embeddings as f64) * h;
+        blocks + embeddings
+    }
+
     /// Rejects shapes the network cannot be built with, naming the field.
     pub fn validate(&self) -> Result<()> {
         let positive = [
@@ -142,6 +160,29 @@ impl NetConfig {
         for (field, value) in positive {
             if value == 0 {
                 return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        // Upper bounds: far above any published run, low enough that sizes cannot
+        // overflow or ask the allocator for more than a machine has.
+        let caps = [
+            ("seq_len", self.seq_len, 1 << 20),
+            ("vocab_size", self.vocab_size, 1 << 20),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("num_heads", self.num_heads, self.hidden_size),
+            (
+                "num_puzzle_identifiers",
+                self.num_puzzle_identifiers,
+                1 << 27,
+            ),
+            ("puzzle_emb_ndim", self.puzzle_emb_ndim, 1 << 16),
+            ("puzzle_emb_len", self.puzzle_emb_len, 1 << 12),
+            ("l_layers", self.l_layers, 256),
+            ("h_layers", self.h_layers, 256),
+            ("step_embeddings", self.step_embeddings, 1 << 16),
+        ];
+        for (field, value, max) in caps {
+            if value > max {
+                return Err(Error::config(field, format!("{value}: at most {max}")));
             }
         }
         if self.puzzle_emb_ndim > 0 && self.num_puzzle_identifiers == 0 {
@@ -179,8 +220,44 @@ impl NetConfig {
                 ),
             ));
         }
-        if self.expansion.is_nan() || self.expansion <= 0.0 {
-            return Err(Error::config("expansion", "must be positive"));
+        if !(self.expansion.is_finite() && self.expansion > 0.0 && self.expansion <= 64.0) {
+            return Err(Error::config(
+                "expansion",
+                format!("{}: must be in (0, 64]", self.expansion),
+            ));
+        }
+        for (field, value) in [
+            ("rope_theta", self.rope_theta),
+            ("rms_norm_eps", self.rms_norm_eps),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(Error::config(
+                    field,
+                    format!("{value}: must be a finite number > 0"),
+                ));
+            }
+        }
+        if self.l_layers + self.h_layers == 0 {
+            return Err(Error::config(
+                "l_layers",
+                "the network needs at least one block",
+            ));
+        }
+        let table = self.num_puzzle_identifiers as u128 * self.puzzle_emb_ndim as u128;
+        if table > 1 << 32 {
+            return Err(Error::config(
+                "num_puzzle_identifiers",
+                format!(
+                    "a puzzle table of {table} values (identifiers x puzzle_emb_ndim) is over 2^32"
+                ),
+            ));
+        }
+        let params = self.approx_dense_params();
+        if params > (1u128 << 32) as f64 {
+            return Err(Error::config(
+                "hidden_size",
+                format!("about {params:.3e} parameters: over 2^32"),
+            ));
         }
         Ok(())
     }

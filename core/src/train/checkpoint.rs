@@ -42,6 +42,7 @@ pub fn save(dir: &Path, step: usize, write: impl FnOnce(&Path) -> Result<()>) ->
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    recursa_data::fault::point("checkpoint", step);
     let _ = std::fs::remove_dir_all(&done);
     std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
     write_atomic(&dir.join("latest"), name.as_bytes())?;
@@ -61,13 +62,21 @@ pub fn save(dir: &Path, step: usize, write: impl FnOnce(&Path) -> Result<()>) ->
 pub fn latest(dir: &Path) -> Result<PathBuf> {
     let latest = dir.join("latest");
     let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
-    Ok(dir.join(name.trim()))
+    let name = name.trim();
+    let path = dir.join(name);
+    if !name.starts_with("step-") || name.contains(['/', '\\']) || !path.is_dir() {
+        return Err(Error::Input(format!(
+            "{}: names {name:?}, which is not a checkpoint directory beside it",
+            latest.display()
+        )));
+    }
+    Ok(path)
 }
 
 /// Reads a JSON file, naming it on error.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
 }
 
 fn f32_bytes<const D: usize>(t: &Tensor<B, D>) -> (Vec<usize>, Vec<u8>) {
@@ -155,7 +164,7 @@ fn int<const D: usize>(
 pub fn load_carry(path: &Path, device: &Device) -> Result<Carry> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let file = path.display().to_string();
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{file}: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Input(format!("{file}: {e}")))?;
     let float = |name: &str| -> Result<Tensor<B, 3>> {
         let h = read_f32(&st, &file, name)?;
         Ok(Tensor::from_data(

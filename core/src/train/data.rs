@@ -58,7 +58,7 @@ pub fn split_from_examples(
 ) -> Result<PuzzleSplit> {
     let n = puzzle_identifiers.len();
     if let Some(bad) = inputs.iter().find(|&&t| t < 0 || t as usize >= vocab_size) {
-        return Err(Error::Other(format!(
+        return Err(Error::Input(format!(
             "input token {bad} is outside the vocabulary 0..{vocab_size}"
         )));
     }
@@ -66,7 +66,7 @@ pub fn split_from_examples(
         .iter()
         .find(|&&t| t != IGNORE_LABEL_ID && (t < 0 || t as usize >= vocab_size))
     {
-        return Err(Error::Other(format!(
+        return Err(Error::Input(format!(
             "label {bad} is outside the vocabulary 0..{vocab_size} (and not -100)"
         )));
     }
@@ -95,7 +95,7 @@ pub fn split_from_examples(
 
 /// A data-crate error as this crate's error (the message names file and field).
 pub fn data_error(e: recursa_data::DataError) -> Error {
-    Error::Other(e.to_string())
+    Error::from_data(e)
 }
 
 /// Rows in all sets of a split.

@@ -131,6 +131,100 @@ fn d_micro() -> usize {
     1
 }
 
+impl TrainConfig {
+    /// Range checks of every field, naming it (`lr`, `beta2`, ...); the caller
+    /// prefixes `train.`. `steps = 0` is allowed here (`epochs` may decide it).
+    pub fn validate(&self) -> Result<()> {
+        let err = |field: &str, message: String| Err(Error::config(field, message));
+        if let Some(epochs) = self.epochs {
+            if !(epochs.is_finite() && epochs > 0.0) {
+                return err("epochs", format!("{epochs}: must be a positive number"));
+            }
+        }
+        if self.global_batch_size == 0 || self.global_batch_size > 1 << 24 {
+            return err(
+                "global_batch_size",
+                format!("{}: must be in 1..={}", self.global_batch_size, 1 << 24),
+            );
+        }
+        if self.micro_batches == 0 || !self.global_batch_size.is_multiple_of(self.micro_batches) {
+            return err(
+                "micro_batches",
+                format!(
+                    "{} does not divide global_batch_size {}",
+                    self.micro_batches, self.global_batch_size
+                ),
+            );
+        }
+        let rates = [
+            ("lr", self.lr, false),
+            ("puzzle_emb_lr", self.puzzle_emb_lr, true),
+            ("weight_decay", self.weight_decay, true),
+            (
+                "puzzle_emb_weight_decay",
+                self.puzzle_emb_weight_decay,
+                true,
+            ),
+        ];
+        for (field, value, zero_ok) in rates {
+            let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0));
+            if !ok {
+                let range = if zero_ok { ">= 0" } else { "> 0" };
+                return err(field, format!("{value}: must be a finite number {range}"));
+            }
+        }
+        for (field, value) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&value) {
+                return err(field, format!("{value}: must be in [0, 1)"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.lr_min_ratio) {
+            return err(
+                "lr_min_ratio",
+                format!("{}: must be in [0, 1]", self.lr_min_ratio),
+            );
+        }
+        if let Some(rate) = self.ema {
+            if !(0.0..1.0).contains(&rate) {
+                return err("ema", format!("{rate}: the EMA rate must be in [0, 1)"));
+            }
+        }
+        if let Some(norm) = self.grad_clip_norm {
+            if !(norm.is_finite() && norm > 0.0) {
+                return err(
+                    "grad_clip_norm",
+                    format!("{norm}: must be a finite number > 0"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings that are legal but probably not meant (a shortened run keeps its
+    /// warm-up, say), for the caller to print.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.steps > 0 && self.lr_warmup_steps > self.steps {
+            out.push(format!(
+                "train.lr_warmup_steps = {} is longer than the run (train.steps = {}): the rate never reaches train.lr",
+                self.lr_warmup_steps, self.steps
+            ));
+        }
+        for (field, value) in [
+            ("eval_interval", self.eval_interval),
+            ("checkpoint_interval", self.checkpoint_interval),
+        ] {
+            if self.steps > 0 && value > self.steps {
+                out.push(format!(
+                    "train.{field} = {value} is longer than the run (train.steps = {}): only at the end",
+                    self.steps
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// The dense optimizer of a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -188,7 +282,7 @@ impl Dense {
     fn load(self, path: PathBuf, device: &Device) -> Result<Self> {
         let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
         let err = |e: burn::record::RecorderError| {
-            Error::Other(format!("{}: optimizer state: {e}", path.display()))
+            Error::Input(format!("{}: optimizer state: {e}", path.display()))
         };
         Ok(match self {
             Dense::AdamAtan2(o) => {
@@ -254,24 +348,10 @@ impl Trainer {
         if let Some(path) = &config.init_from {
             crate::weights::load_net_file(&mut model.net, path)?;
         }
-        if config.micro_batches == 0
-            || !config
-                .global_batch_size
-                .is_multiple_of(config.micro_batches)
-        {
-            return Err(Error::config(
-                "train.micro_batches",
-                format!(
-                    "{} does not divide global_batch_size {}",
-                    config.micro_batches, config.global_batch_size
-                ),
-            ));
-        }
-        if let Some(rate) = config.ema {
-            if !(0.0..1.0).contains(&rate) {
-                return Err(Error::config("train.ema", "the EMA rate must be in [0, 1)"));
-            }
-        }
+        config.validate().map_err(|e| match e {
+            Error::Config { field, message } => Error::config(format!("train.{field}"), message),
+            other => other,
+        })?;
         let optim = Dense::new(&config);
         let ema = config.ema.map(|_| model.net.valid());
         let schedule = LrSchedule {
@@ -417,6 +497,7 @@ impl Trainer {
             };
             sign_sgd_step(&mut table.weights, g, ids, puzzle_lr, &sign);
         }
+        recursa_data::fault::point("train-step", self.step);
         // The dense optimizer on the dense parameters (summed over devices).
         let mut grads = dense.grads();
         if let Some(peer) = &self.peer {
