@@ -525,7 +525,7 @@ fn main() -> ExitCode {
             out,
             overrides,
             resume,
-            until,
+            until: _,
             check: true,
         } => recursa::train::prepare(&config, &backend, out, &overrides, resume).map(|p| {
             println!(
