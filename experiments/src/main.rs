@@ -525,34 +525,32 @@ fn main() -> ExitCode {
             out,
             overrides,
             resume,
-            until: _,
-            check: true,
-        } => recursa::train::prepare(&config, &backend, out, &overrides, resume).map(|p| {
-            println!(
-                "{}: ok ({} parameters; run directory {}, nothing written)",
-                config.display(),
-                recursa::thousands(p.trainer.model.net.num_trainable_params()),
-                p.run_dir.display()
-            );
-            true
-        }),
-        Command::Train {
-            config,
-            backend,
-            out,
-            overrides,
-            resume,
             until,
-            check: false,
-        } => recursa::train::train(&config, &backend, out, &overrides, resume, until).map(|r| {
-            if let Some(r) = r {
-                println!(
-                    "final evaluation at step {}: exact accuracy {:.4} on {} held-out examples",
-                    r.step, r.exact_accuracy, r.examples
-                );
+            check,
+        } => {
+            let prepared = recursa::train::prepare(&config, &backend, out, &overrides, resume);
+            match (prepared, check) {
+                (Err(e), _) => Err(e),
+                (Ok(p), true) => {
+                    println!(
+                        "{}: ok ({} parameters; run directory {}, nothing written)",
+                        config.display(),
+                        recursa::thousands(p.trainer.model.net.num_trainable_params()),
+                        p.run_dir.display()
+                    );
+                    Ok(true)
+                }
+                (Ok(p), false) => recursa::train::run(p, until).map(|r| {
+                    if let Some(r) = r {
+                        println!(
+                            "final evaluation at step {}: exact accuracy {:.4} on {} held-out examples",
+                            r.step, r.exact_accuracy, r.examples
+                        );
+                    }
+                    true
+                }),
             }
-            true
-        }),
+        }
         Command::Plot {
             runs,
             out,
