@@ -187,3 +187,26 @@ fn a_tiny_trm_learns_to_flip_unseen_grids() {
         last.exact_accuracy
     );
 }
+
+/// Two trainings with one seed on `cpu` (burn-flex), in this test process (the
+/// system allocator, not the binary's mimalloc), are equal bit for bit: losses at
+/// every step and every weight after it.
+#[test]
+fn two_cpu_trainings_with_one_seed_are_bitwise_equal_under_the_system_allocator() {
+    let run = || {
+        let (e, mut train, _) = quick(&["train.global_batch_size=32"]);
+        let mut t = Trainer::new(&e, &cpu()).unwrap();
+        let losses: Vec<f64> = (0..6)
+            .map(|_| t.train_step(&train.next()).unwrap().lm_loss)
+            .collect();
+        let mut weights: Vec<(String, Vec<f32>)> = net_state_dict(&t.model.net)
+            .into_iter()
+            .map(|(name, w)| (name, w.values))
+            .collect();
+        weights.sort_by(|x, y| x.0.cmp(&y.0));
+        (losses, weights)
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.0, b.0, "losses differ");
+    assert!(a.1 == b.1, "weights differ");
+}
