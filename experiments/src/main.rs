@@ -39,7 +39,7 @@ enum Command {
         /// Fixture files (`.safetensors` from the reference generator).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Device to run on: cpu, cuda, cuda:N, wgpu, tch.
+        /// Device to run on: cpu, ndarray, cuda, cuda:N, wgpu, tch.
         #[arg(long, default_value = "cpu")]
         backend: String,
     },
@@ -51,7 +51,7 @@ enum Command {
         /// Experiment file (TOML) with [net], [schedule], [target], [halting], [train] and [data].
         #[arg(long)]
         config: PathBuf,
-        /// Device to train on: cpu, cuda, cuda:N, wgpu, tch; several devices of one
+        /// Device to train on: cpu, ndarray, cuda, cuda:N, wgpu, tch; several devices of one
         /// backend, comma-separated (cpu,cpu or cuda:0,cuda:1), train data-parallel.
         #[arg(long, default_value = "cpu")]
         backend: String,
@@ -113,7 +113,7 @@ enum Command {
         /// Evaluate on this dataset directory instead of the run's [data].
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Device: cpu, cuda, cuda:N, wgpu, tch.
+        /// Device: cpu, ndarray, cuda, cuda:N, wgpu, tch.
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Rows per batch (default: the run's global batch size).
@@ -134,7 +134,7 @@ enum Command {
         /// Experiment file (TOML); its [train] section gives the batch size.
         #[arg(long)]
         config: PathBuf,
-        /// Device: cpu, cuda, cuda:N, wgpu, tch.
+        /// Device: cpu, ndarray, cuda, cuda:N, wgpu, tch.
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Timed training steps (after 2 warm-up steps).
