@@ -91,6 +91,14 @@ impl Error {
         }
     }
 
+    /// A config error's field put under `table` (`lr` -> `train.lr`); others unchanged.
+    pub fn within(self, table: &str) -> Self {
+        match self {
+            Error::Config { field, message } => Error::config(format!("{table}.{field}"), message),
+            other => other,
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -243,16 +243,15 @@ impl ExperimentConfig {
     /// so that a run fails before it writes anything. Errors name the field
     /// (`train.lr`, `schedule.h_cycles`, `net.hidden_size`).
     pub fn validate(&self) -> Result<()> {
-        self.net.validate().map_err(|e| prefix_field(e, "net"))?;
+        self.net.validate().map_err(|e| e.within("net"))?;
         self.schedule.build()?.check(&self.net)?;
         self.target.build()?.check(&self.net)?;
         self.halting.build()?;
         if let Some(train) = &self.train {
-            train.validate().map_err(|e| prefix_field(e, "train"))?;
+            train.validate().map_err(|e| e.within("train"))?;
         }
         if let Some(data) = &self.data {
-            data.validate(&self.net)
-                .map_err(|e| prefix_field(e, "data"))?;
+            data.validate(&self.net).map_err(|e| e.within("data"))?;
         }
         Ok(())
     }
@@ -352,14 +351,6 @@ impl Origin<'_> {
             (false, Some(line)) => format!("{}: {key} (line {line})", self.source),
             (false, None) => format!("{}: {key}", self.source),
         }
-    }
-}
-
-/// Prefixes the field of a config error with its table (`lr` -> `train.lr`).
-fn prefix_field(e: Error, table: &str) -> Error {
-    match e {
-        Error::Config { field, message } => Error::config(format!("{table}.{field}"), message),
-        other => other,
     }
 }
 

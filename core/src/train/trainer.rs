@@ -348,10 +348,7 @@ impl Trainer {
         if let Some(path) = &config.init_from {
             crate::weights::load_net_file(&mut model.net, path)?;
         }
-        config.validate().map_err(|e| match e {
-            Error::Config { field, message } => Error::config(format!("train.{field}"), message),
-            other => other,
-        })?;
+        config.validate().map_err(|e| e.within("train"))?;
         let optim = Dense::new(&config);
         let ema = config.ema.map(|_| model.net.valid());
         let schedule = LrSchedule {
