@@ -17,7 +17,7 @@
 //! max_steps = 16
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +58,15 @@ pub enum DataConfig {
     /// `recursa data arc|sudoku|maze|nqueens` writes it. Its `identifiers` count
     /// sets `net.num_puzzle_identifiers` when the experiment leaves it at 1.
     Dataset {
-        /// The dataset directory.
-        path: std::path::PathBuf,
+        /// The dataset directory (give this or `paths`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
+        /// Several dataset directories trained on as one (the reference's
+        /// `data_paths`): their sets are walked in turn, their groups and puzzle
+        /// identifier counts add up (see `PuzzleSplit::open_merged`). The test split
+        /// and the ARC evaluator use the same directories.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        paths: Vec<PathBuf>,
     },
     /// A small generated grid task for quick CPU runs: the answer is the
     /// question grid transformed (`transform`: `flip`, `transpose`, `rotate`, `shift-colors`).
@@ -233,10 +240,17 @@ impl ExperimentConfig {
         Ok(config)
     }
 
-    /// Reads, parses and checks an experiment file.
+    /// Reads, parses and checks an experiment file (resolving `extends`, see
+    /// [`read_table`]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_toml(&text, &path.display().to_string())
+        let source = path.display().to_string();
+        let origin = Origin {
+            text: &text,
+            source: &source,
+            overrides: &[],
+        };
+        Self::from_table(read_table(path)?, &origin)
     }
 
     /// Checks every field against its range and the plugins against the network,
@@ -269,8 +283,34 @@ impl ExperimentConfig {
 }
 
 impl DataConfig {
+    /// One dataset directory.
+    pub fn dataset(path: impl Into<PathBuf>) -> DataConfig {
+        DataConfig::Dataset {
+            path: Some(path.into()),
+            paths: Vec::new(),
+        }
+    }
+
+    /// The dataset directories (`path`, or `paths` in order); none for a generated task.
+    pub fn dataset_dirs(&self) -> Vec<PathBuf> {
+        match self {
+            DataConfig::Dataset { path, paths } => path.iter().chain(paths).cloned().collect(),
+            DataConfig::GeneratedGrid { .. } => Vec::new(),
+        }
+    }
+
     /// Range checks of the generated task; a dataset directory is checked when it is read.
     pub fn validate(&self, net: &NetConfig) -> Result<()> {
+        if let DataConfig::Dataset { path, paths } = self {
+            return match (path, paths.is_empty()) {
+                (None, true) => Err(Error::config(
+                    "path",
+                    "give path = \"DIR\" or paths = [\"DIR\", ...]",
+                )),
+                (Some(_), false) => Err(Error::config("paths", "give path or paths, not both")),
+                _ => Ok(()),
+            };
+        }
         let DataConfig::GeneratedGrid {
             size,
             colors,
@@ -402,6 +442,76 @@ fn line_of_key(text: &str, path: &[String]) -> Option<usize> {
     // A whole table (`[train]`) when the key itself is absent, e.g. a missing field.
     let header = format!("[{}]", path.join("."));
     text.lines().position(|l| l.trim() == header).map(|i| i + 1)
+}
+
+/// Reads the experiment file `path` with its `extends = "base.toml"` resolved
+/// (relative to the file; a base may extend another). The file's keys override the
+/// base's and tables merge key by key, except that a table giving `name` (a plugin
+/// or `[data]` spelled out: `[schedule] name = "hrm"` over a TRM base) replaces the
+/// base's whole table. A cycle of `extends` is an error naming the files.
+pub fn read_table(path: &Path) -> Result<toml::Table> {
+    read_extending(path, &mut Vec::new())
+}
+
+fn read_extending(path: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Table> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut table = parse_table(&text, &source)?;
+    let Some(base) = table.remove("extends") else {
+        return Ok(table);
+    };
+    let field = || match line_of_key(&text, &["extends".to_string()]) {
+        Some(line) => format!("{source}: extends (line {line})"),
+        None => format!("{source}: extends"),
+    };
+    let Some(base) = base.as_str() else {
+        return Err(Error::config(
+            field(),
+            "must be a file name, e.g. \"trm-arc1.toml\"",
+        ));
+    };
+    let base_path = path.parent().unwrap_or(Path::new(".")).join(base);
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if chain.contains(&key) {
+        let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::config(
+            field(),
+            format!(
+                "extends form a cycle: {} -> {}",
+                names.join(" -> "),
+                key.display()
+            ),
+        ));
+    }
+    if !base_path.is_file() {
+        return Err(Error::config(
+            field(),
+            format!(
+                "{}: no such file (the path is relative to the file)",
+                base_path.display()
+            ),
+        ));
+    }
+    chain.push(key);
+    let mut merged = read_extending(&base_path, chain)?;
+    chain.pop();
+    merge_over(&mut merged, table);
+    Ok(merged)
+}
+
+/// `over`'s keys into `base`: tables merge, other values replace, and a table that
+/// gives `name` replaces the base's whole.
+fn merge_over(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if !o.contains_key("name") => {
+                merge_over(b, o)
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
 }
 
 /// ` (line L)` for a byte offset into `text`.

@@ -332,27 +332,11 @@ fn bytemuck_f32(values: &[f32]) -> &[u8] {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
-/// so a crash or a full disk never leaves a half-written file under `path`.
+/// Writes `bytes` to `path` through a temporary file beside it and a rename, so a
+/// crash or a full disk never leaves a half-written file under `path`
+/// ([`recursa_data::atomic::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Other(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+    recursa_data::atomic::write_atomic(path, bytes).map_err(crate::train::data::data_error)
 }
 
 /// Gives every tensor a parameter id derived from its reference name, so that

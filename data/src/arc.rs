@@ -37,7 +37,7 @@ use crate::json::{to_python_json, Ordered};
 use crate::npy::{write_npy_i32, NpyDtype, NpyWriter};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -601,38 +601,6 @@ fn destination_pairs(job: &TaskJob) -> (Vec<Pair>, Vec<Pair>) {
     (train, test)
 }
 
-/// A fast non-cryptographic hasher for the duplicate set (keys are our own data, so HashDoS
-/// resistance is not needed): 64-bit multiply-rotate over 8-byte words.
-#[derive(Default, Clone, Copy)]
-struct FastHash;
-
-impl std::hash::BuildHasher for FastHash {
-    type Hasher = FastHasher;
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(0)
-    }
-}
-
-struct FastHasher(u64);
-
-impl std::hash::Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(a)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
-    }
-}
-
 /// The reference `puzzle_hash` criterion as an exact key: the sorted multiset of
 /// (input, output) pairs over both splits, each grid as `[rows, cols, cells...]`.
 /// Equal keys mean equal puzzles (the reference compares SHA-256 digests of the same data).
@@ -664,7 +632,8 @@ fn augment_group(
     let (train, test) = destination_pairs(job);
     let mut group = Vec::with_capacity(opts.num_aug + 1);
     if opts.num_aug > 0 {
-        let mut seen: HashSet<Vec<u8>, FastHash> = HashSet::default();
+        // Keys are our own data (no HashDoS concern): rustc's fast hasher.
+        let mut seen: rustc_hash::FxHashSet<Vec<u8>> = Default::default();
         seen.insert(puzzle_key(&train, &test));
         let mut rng = DetRng::derive(opts.seed, "augment", &[job.subset, &job.task.name]);
         for _ in 0..AUGMENT_RETRIES_FACTOR * opts.num_aug {
@@ -1024,6 +993,7 @@ fn build_into_temp(
             Ok(writer)
         });
         let mut result = Ok(());
+        let mut done = 0;
         for part in jobs.chunks(chunk) {
             match part
                 .par_iter()
@@ -1031,6 +1001,8 @@ fn build_into_temp(
                 .collect::<Result<Vec<_>, _>>()
             {
                 Ok(rows) => {
+                    done += part.len();
+                    crate::progress::report("arc build: tasks", done, jobs.len());
                     if tx.send(rows).is_err() {
                         break; // the writer failed; its error is reported below
                     }

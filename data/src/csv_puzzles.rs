@@ -8,8 +8,9 @@
 //!
 //! The temporary directory, the output check and the JSON writer are the ARC builder's.
 //!
-//! CSV dialect: comma-separated, optional double-quote quoting with `""` as an escaped quote
-//! (as Python's `csv` module reads and writes by default), `\n` or `\r\n` line ends. The reader
+//! CSV dialect (read with the `csv` crate): comma-separated, optional double-quote quoting
+//! with `""` as an escaped quote (as Python's `csv` module reads and writes by default), `\n`
+//! or `\r\n` line ends. The reader
 //! never panics, whatever the bytes; every error names the file, the 1-based row (the header is
 //! row 1; a row is the physical line where a record starts) and the field.
 
@@ -18,7 +19,6 @@ use crate::arc::{write_json, DatasetMetadata, SplitSummary, TempDir};
 use crate::error::DataError;
 use crate::npy::{write_npy_i32, NpyDtype, NpyWriter};
 use serde::Serialize;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -107,68 +107,21 @@ struct RawRecord {
     fields: Vec<Vec<u8>>,
 }
 
-/// Splits CSV bytes into records (quote-aware). Empty lines yield no record.
+/// Splits CSV bytes into records with the `csv` crate (quotes, `""`, `\r\n`; empty
+/// lines yield no record). Field counts are checked by the caller, naming the row.
 fn split_csv(bytes: &[u8], path: &Path) -> Result<Vec<RawRecord>, DataError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let line = |p: Option<&csv::Position>| p.map_or(0, |p| p.line() as usize);
     let mut records = Vec::new();
-    let (mut line, mut i) = (1usize, 0usize);
-    while i < bytes.len() {
-        let start_row = line;
-        let mut fields = Vec::new();
-        let mut field = Vec::new();
-        let mut in_quotes = false;
-        let mut quoted = false; // the current field was quoted (so "" is an empty field)
-        loop {
-            let Some(&b) = bytes.get(i) else {
-                if in_quotes {
-                    return Err(field_error(
-                        path,
-                        start_row,
-                        "record",
-                        "unterminated quoted field at end of file",
-                    ));
-                }
-                break;
-            };
-            i += 1;
-            if in_quotes {
-                match b {
-                    b'"' if bytes.get(i) == Some(&b'"') => {
-                        field.push(b'"');
-                        i += 1;
-                    }
-                    b'"' => in_quotes = false,
-                    b'\n' => {
-                        line += 1;
-                        field.push(b);
-                    }
-                    _ => field.push(b),
-                }
-                continue;
-            }
-            match b {
-                b'"' if field.is_empty() && !quoted => {
-                    in_quotes = true;
-                    quoted = true;
-                }
-                b',' => {
-                    fields.push(std::mem::take(&mut field));
-                    quoted = false;
-                }
-                b'\n' => {
-                    line += 1;
-                    break;
-                }
-                b'\r' if bytes.get(i) == Some(&b'\n') => {}
-                _ => field.push(b),
-            }
-        }
-        if fields.is_empty() && field.is_empty() && !quoted {
-            continue; // an empty line
-        }
-        fields.push(field);
+    for rec in reader.byte_records() {
+        let rec =
+            rec.map_err(|e| field_error(path, line(e.position()), "record", e.to_string()))?;
         records.push(RawRecord {
-            row: start_row,
-            fields,
+            row: line(rec.position()),
+            fields: rec.iter().map(<[u8]>::to_vec).collect(),
         });
     }
     Ok(records)
@@ -370,32 +323,9 @@ pub fn write_puzzle_csv(out: &Path, records: &[PuzzleRecord]) -> Result<(), Data
     write_file_atomic(out, text.as_bytes())
 }
 
-/// Writes `bytes` to a temporary sibling of `out`, then publishes it under `out` without
-/// ever replacing an existing file.
+/// Writes `bytes` to `out`, which must not exist.
 fn write_file_atomic(out: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    // The file is written inside a temporary sibling directory (removed on drop).
-    let dir = TempDir::next_to(out)?;
-    let tmp = dir.path.join("file");
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| DataError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| DataError::io(&tmp, e))?;
-        match std::fs::hard_link(&tmp, out) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(DataError::OutputExists {
-                    path: out.to_path_buf(),
-                })
-            }
-            // File systems without hard links: check, then rename (a tiny race, as in arc).
-            Err(_) => {
-                check_output_free(out)?;
-                std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e))
-            }
-        }
-    })();
-    drop(dir);
-    result
+    crate::atomic::write_new_atomic(out, bytes)
 }
 
 // ---------------------------------------------------------------------------------------

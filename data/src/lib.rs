@@ -1,6 +1,7 @@
 //! Dataset builders, loaders and evaluators for recursa.
 //!
 //! * [`arc`]: the ARC dataset builder (reference `dataset/build_arc_dataset.py`).
+//! * [`atomic`]: writing a file whole or not at all (every writer uses it).
 //! * [`augment`]: dihedral transforms, colour maps, puzzle names, the deterministic RNG.
 //! * [`arc_eval`]: the ARC voting evaluator (reference `evaluators/arc.py`) and an
 //!   exact-accuracy evaluator for other tasks.
@@ -8,12 +9,14 @@
 //! * [`npy`]: a minimal `.npy` reader / writer.
 //! * [`loader`]: reading a built dataset: memory-mapped sets, the seeded training sampler,
 //!   evaluation batches and a prefetching thread.
+//! * [`progress`]: progress of builds and generators, to a sink the program installs.
 //! * [`verify`]: checks against the reference fixtures (`recursa verify-reference`).
 //!
 //! This crate does not depend on burn. See `docs/data.md` for the on-disk format.
 
 pub mod arc;
 pub mod arc_eval;
+pub mod atomic;
 pub mod augment;
 pub mod canvas;
 pub mod error;
@@ -22,6 +25,7 @@ pub mod grid;
 mod json;
 pub mod loader;
 pub mod npy;
+pub mod progress;
 pub mod verify;
 
 pub use arc::{build_arc, ArcBuildOptions, ArcBuildSummary, DatasetMetadata, SplitSummary};

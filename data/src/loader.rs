@@ -374,12 +374,12 @@ struct SetInner {
 ///
 /// Cloning is cheap (the arrays are shared), so a set can be handed to a background thread.
 #[derive(Clone)]
-pub struct PuzzleSet(Arc<SetInner>);
+pub struct PuzzleSet(Arc<SetInner>, Option<Arc<str>>);
 
 impl std::fmt::Debug for PuzzleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PuzzleSet")
-            .field("name", &self.0.name)
+            .field("name", &self.name())
             .field("origin", &self.0.origin)
             .field("rows", &self.0.rows)
             .field("puzzles", &self.puzzles())
@@ -529,22 +529,31 @@ impl PuzzleSet {
             puzzles,
             "puzzles",
         )?;
-        Ok(PuzzleSet(Arc::new(SetInner {
-            name: name.to_string(),
-            origin,
-            layout,
-            rows,
-            inputs,
-            labels,
-            puzzle_identifiers,
-            puzzle_indices,
-            group_indices,
-        })))
+        Ok(PuzzleSet(
+            Arc::new(SetInner {
+                name: name.to_string(),
+                origin,
+                layout,
+                rows,
+                inputs,
+                labels,
+                puzzle_identifiers,
+                puzzle_indices,
+                group_indices,
+            }),
+            None,
+        ))
     }
 
     /// The set name (`all` for the builders of this crate).
     pub fn name(&self) -> &str {
-        &self.0.name
+        self.1.as_deref().unwrap_or(&self.0.name)
+    }
+
+    /// The same arrays under another set name (a merged split names the sets of its
+    /// second dataset `all1`, as the reference loader does).
+    pub fn renamed(&self, name: &str) -> PuzzleSet {
+        PuzzleSet(self.0.clone(), Some(name.into()))
     }
 
     /// Number of examples (rows of the inputs and labels).
@@ -809,6 +818,102 @@ impl PuzzleSplit {
             .map(|(n, a)| PuzzleSet::from_memory(&n, a, &metadata))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PuzzleSplit { metadata, sets })
+    }
+
+    /// Several datasets' split `split` as one, as the reference's `data_paths` merges
+    /// them: the first dataset's sets keep their names and the i-th's get `i` appended
+    /// (`all`, `all1`, ...; set-major order, as the reference iterates them); the
+    /// layouts, sets and identifier counts must agree. Groups, puzzles and identifier
+    /// counts add up (the puzzle table is sized by the sum, as the reference's) and the
+    /// mean examples per puzzle is the puzzle-weighted mean. Identifiers are not
+    /// renumbered: datasets built with one identifier map (`identifiers.json`) share it.
+    pub fn open_merged(dataset_dirs: &[PathBuf], split: &str) -> Result<PuzzleSplit, DataError> {
+        let splits = dataset_dirs
+            .iter()
+            .map(|d| PuzzleSplit::open(d, split))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = splits.first() else {
+            return Err(DataError::InvalidOptions(
+                "no dataset directories given".into(),
+            ));
+        };
+        if splits.len() == 1 {
+            return Ok(first.clone());
+        }
+        let mut meta = first.metadata.clone();
+        let (mut puzzles, mut examples, mut groups, mut ids) = (0, 0.0, 0, 0);
+        for (dir, s) in dataset_dirs.iter().zip(&splits) {
+            let m = &s.metadata;
+            let path = dir.join(split).join("dataset.json");
+            let differs = |field: &str, mine: String, first: String| {
+                DataError::dataset(
+                    path.clone(),
+                    field,
+                    format!(
+                        "{mine}, but {} has {first}; merged datasets must agree",
+                        dataset_dirs[0].join(split).join("dataset.json").display()
+                    ),
+                )
+            };
+            let f = &first.metadata;
+            for (field, mine, theirs) in [
+                ("seq_len", m.seq_len, f.seq_len),
+                ("vocab_size", m.vocab_size, f.vocab_size),
+                ("pad_id", m.pad_id, f.pad_id),
+                (
+                    "blank_identifier_id",
+                    m.blank_identifier_id,
+                    f.blank_identifier_id,
+                ),
+                (
+                    "num_puzzle_identifiers",
+                    m.num_puzzle_identifiers,
+                    f.num_puzzle_identifiers,
+                ),
+            ] {
+                if mine != theirs {
+                    return Err(differs(field, mine.to_string(), theirs.to_string()));
+                }
+            }
+            if m.ignore_label_id != f.ignore_label_id {
+                return Err(differs(
+                    "ignore_label_id",
+                    format!("{:?}", m.ignore_label_id),
+                    format!("{:?}", f.ignore_label_id),
+                ));
+            }
+            if m.sets != f.sets {
+                return Err(differs(
+                    "sets",
+                    format!("{:?}", m.sets),
+                    format!("{:?}", f.sets),
+                ));
+            }
+            puzzles += m.total_puzzles;
+            examples += m.mean_puzzle_examples * m.total_puzzles as f64;
+            groups += m.total_groups;
+            ids += m.num_puzzle_identifiers;
+        }
+        meta.total_puzzles = puzzles;
+        meta.total_groups = groups;
+        meta.num_puzzle_identifiers = ids;
+        meta.mean_puzzle_examples = examples / puzzles.max(1) as f64;
+        let mut sets = Vec::new();
+        for (k, name) in first.metadata.sets.iter().enumerate() {
+            for (i, s) in splits.iter().enumerate() {
+                let alias = if i == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}{i}")
+                };
+                sets.push(s.sets[k].renamed(&alias));
+            }
+        }
+        meta.sets = sets.iter().map(|s| s.name().to_string()).collect();
+        Ok(PuzzleSplit {
+            metadata: meta,
+            sets,
+        })
     }
 
     /// The split's `dataset.json`.

@@ -412,7 +412,10 @@ fn write_maze_split(
         // The reader checked that every field has n * n cells.
         Grid::new(n, n, tokens).expect("validated maze length")
     };
-    for r in recs {
+    for (i, r) in recs.iter().enumerate() {
+        if i % 64 == 63 || i + 1 == recs.len() {
+            crate::progress::report(&format!("maze build: {split} puzzles"), i + 1, recs.len());
+        }
         let (q, a) = (grid(&r.question), grid(&r.answer));
         let group: Vec<(Vec<u8>, Vec<u8>)> = (0..if aug { 8 } else { 1 })
             .map(|t| {

@@ -29,9 +29,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 // ---------------------------------------------------------------------------------------
 // Palette and geometry
@@ -902,35 +900,7 @@ pub fn render_html(views: &[TaskRender], title: &str, path: &Path) -> Result<(),
 // Files
 // ---------------------------------------------------------------------------------------
 
-/// Writes `bytes` to a hidden temporary sibling of `path` and renames it onto `path`; the
-/// temporary file is removed on error.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| DataError::InvalidOptions(format!("{}: not a file path", path.display())))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.flush()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        DataError::io(path, e)
-    })
-}
+use crate::atomic::write_atomic;
 
 /// A file name for a task's PNG: letters, digits, `-` and `_` kept, the rest `_`.
 pub fn png_file_name(task: &str) -> String {

@@ -505,6 +505,8 @@ fn write_sudoku_split(
         for g in &groups {
             w.push_group(g)?;
         }
+        let done = (chunk_no * 256 + chunk.len()).min(recs.len());
+        crate::progress::report(&format!("sudoku build: {split} puzzles"), done, recs.len());
     }
     w.finish(shape.vocab_size())
 }
@@ -703,6 +705,7 @@ where
                 }
             }
         }
+        crate::progress::report("generate: distinct puzzles", out.len(), count);
     }
     Ok((out, next))
 }

@@ -11,13 +11,14 @@ use std::path::PathBuf;
 
 use recursa_core::experiment::{DataConfig, ExperimentConfig};
 use recursa_core::train::checkpoint;
-use recursa_core::train::data::{data_error, rows};
+use recursa_core::train::data::{data_error, rows, test_batches};
 use recursa_core::train::trainer::{EvalResult, Trainer};
 use recursa_core::weights::write_atomic;
 use recursa_core::{Error, Result};
-use recursa_data::arc_eval::{ArcEvalBatch, ArcEvalOptions, ArcEvalResult, ArcEvaluator};
+use recursa_data::arc_eval::{ArcEvalBatch, ArcEvalResult};
 use serde::Serialize;
 
+use crate::progress::Progress;
 use crate::tasks;
 
 /// What `recursa eval` is asked to do.
@@ -60,7 +61,7 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
     let source = config_path.display().to_string();
     let experiment = ExperimentConfig::from_toml(&text, &source)?;
     let data = match (&opts.data, &experiment.data) {
-        (Some(path), _) => DataConfig::Dataset { path: path.clone() },
+        (Some(path), _) => DataConfig::dataset(path),
         (None, Some(d)) => d.clone(),
         (None, None) => {
             return Err(Error::config(
@@ -87,19 +88,10 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
         .unwrap_or_else(|| opts.run.join("eval").join(format!("step-{}", trainer.step)));
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
-    let mut arc = match &data {
-        DataConfig::Dataset { path } if path.join("test_puzzles.json").exists() => {
-            let options = ArcEvalOptions {
-                reference_quirks: opts.reference_quirks,
-                blank_identifier_id: test.metadata().blank_identifier_id as i32,
-                ..ArcEvalOptions::default()
-            };
-            let mut e = ArcEvaluator::from_dir(path, options).map_err(data_error)?;
-            e.begin_eval();
-            Some(e)
-        }
-        _ => None,
-    };
+    let mut arc = crate::train::arc_evaluator(&Some(data.clone()), opts.reference_quirks)?;
+    if let Some(arc) = &mut arc {
+        arc.begin_eval();
+    }
     eprintln!(
         "evaluating {} (step {}) on {} test examples, {} per batch, backend {}",
         checkpoint.display(),
@@ -108,7 +100,15 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
         batch,
         opts.backend
     );
+    let mut batches = 0;
+    for set in test.sets() {
+        batches += test_batches(set, batch, 0, 1).map_err(data_error)?.len();
+    }
+    let mut progress = Progress::new("eval", batches as u64);
+    let mut done = 0;
     let result: EvalResult = trainer.evaluate_with(&test, batch, |host, preds, q| {
+        done += 1;
+        progress.set(done, String::new());
         if let Some(arc) = &mut arc {
             arc.update_batch(&ArcEvalBatch {
                 inputs: &host.inputs,
@@ -120,6 +120,7 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
         }
         Ok(())
     })?;
+    progress.finish_and_clear();
     let arc_result: Option<ArcEvalResult> = arc.map(|a| a.result());
     if let Some(r) = &arc_result {
         let submission = out.join("submission.json");

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod eval;
 pub mod plot;
+pub mod progress;
 pub mod tasks;
 pub mod tolerance;
 pub mod train;

@@ -146,8 +146,8 @@ enum Command {
         /// Peak TFLOP/s of the device, to report model-FLOPs utilisation.
         #[arg(long)]
         peak_tflops: Option<f64>,
-        /// Float type of every tensor: f32, bf16 or f16 (GPU backends).
-        #[arg(long, default_value = "f32")]
+        /// Float type of every tensor (bf16 and f16 on GPU backends).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
         dtype: String,
         /// Print only the result as one JSON object (for scripts).
         #[arg(long)]
@@ -575,7 +575,10 @@ fn main() -> ExitCode {
                 true
             })
         }
-        Command::Data(cmd) => data_arc(cmd),
+        Command::Data(cmd) => {
+            recursa::progress::install_data_progress();
+            data_arc(cmd)
+        }
         Command::Render { subset, input_prefix, tasks, first, submission, eval_result, out } => {
             use recursa_data::render::{render_arc, RenderOptions, TaskSelection};
             let mut opts = RenderOptions::subset(input_prefix, subset, out);

@@ -17,19 +17,27 @@ use recursa_core::{Error, Result};
 /// The train and test splits of `data` (`seed` fixes generated tasks).
 pub fn load(data: &DataConfig, seed: u64) -> Result<(PuzzleSplit, PuzzleSplit)> {
     match data {
-        DataConfig::Dataset { path } => {
-            if !path.is_dir() {
-                return Err(Error::config(
-                    "data.path",
-                    format!(
-                        "{}: no dataset there; build it with `recursa data arc|sudoku|maze|nqueens ... --out {}` \
-                         (the experiment file's comment gives the command)",
-                        path.display(),
-                        path.display()
-                    ),
-                ));
+        DataConfig::Dataset { path, .. } => {
+            let dirs = data.dataset_dirs();
+            let field = if path.is_some() {
+                "data.path"
+            } else {
+                "data.paths"
+            };
+            for dir in &dirs {
+                if !dir.is_dir() {
+                    return Err(Error::config(
+                        field,
+                        format!(
+                            "{}: no dataset there; build it with `recursa data arc|sudoku|maze|nqueens ... --out {}` \
+                             (the experiment file's comment gives the command)",
+                            dir.display(),
+                            dir.display()
+                        ),
+                    ));
+                }
             }
-            let open = |split| PuzzleSplit::open(path, split).map_err(data_error);
+            let open = |split| PuzzleSplit::open_merged(&dirs, split).map_err(data_error);
             Ok((open("train")?, open("test")?))
         }
         DataConfig::GeneratedGrid { .. } => generate(data, seed),

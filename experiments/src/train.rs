@@ -1,12 +1,14 @@
 //! `recursa train`: run an experiment file from scratch or resume it.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use recursa_core::experiment::{parse_table, ExperimentConfig, Origin, Override};
-use recursa_core::train::data::{check_split, rows, PuzzleSplit};
+use recursa_core::experiment::{
+    parse_table, read_table, DataConfig, ExperimentConfig, Origin, Override,
+};
+use recursa_core::train::data::{check_split, data_error, rows, PuzzleSplit};
 use recursa_core::train::trainer::{fit, EvalResult, Trainer};
 use recursa_core::{Error, Result};
+use recursa_data::arc_eval::{ArcEvalOptions, ArcEvaluator};
 
 use crate::tasks;
 
@@ -22,12 +24,13 @@ pub fn apply_overrides(text: &str, source: &str, overrides: &[String]) -> Result
 }
 
 /// Fields a resumed run may take from the experiment file instead of its own
-/// config: how long it runs and how often it evaluates and saves.
-pub const RESUMABLE_CHANGES: [&str; 4] = [
+/// config: how long it runs, how often it evaluates and saves, what it keeps.
+pub const RESUMABLE_CHANGES: [&str; 5] = [
     "train.steps",
     "train.epochs",
     "train.eval_interval",
     "train.checkpoint_interval",
+    "train.keep_checkpoints",
 ];
 
 /// Every `a.b.c = value` leaf of a TOML table, by dotted key.
@@ -190,6 +193,8 @@ pub struct Prepared {
     pub run_dir: PathBuf,
     /// The resolved experiment, as the run's config.toml holds it.
     pub text: String,
+    /// Its `[data]`.
+    pub data: Option<DataConfig>,
     source: String,
     backend: String,
     resume: bool,
@@ -243,7 +248,7 @@ pub fn prepare(
         .map(|o| Override::parse(o))
         .collect::<Result<Vec<_>>>()?;
     let raw = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
-    let mut table = parse_table(&raw, &source)?;
+    let mut table = read_table(config_path)?;
     for o in &overrides {
         o.apply(&mut table)?;
     }
@@ -354,6 +359,7 @@ pub fn prepare(
         test_set,
         run_dir,
         text,
+        data: experiment.data.clone(),
         source,
         backend: backend.to_string(),
         resume,
@@ -370,6 +376,7 @@ pub fn run(prepared: Prepared, until: Option<usize>) -> Result<Option<EvalResult
         test_set,
         run_dir,
         text,
+        data,
         source,
         backend,
         resume,
@@ -407,11 +414,7 @@ pub fn run(prepared: Prepared, until: Option<usize>) -> Result<Option<EvalResult
         calls.total(),
         run_dir.display()
     );
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io(&log_path, e))?;
+    let mut progress = crate::progress::TrainProgress::new(arc_evaluator(&data, false)?);
     let result = fit(
         &mut trainer,
         &train_set,
@@ -419,9 +422,38 @@ pub fn run(prepared: Prepared, until: Option<usize>) -> Result<Option<EvalResult
         &run_dir,
         &text,
         until,
-        &mut log,
+        &mut progress,
     );
+    progress.finish(trainer.step, trainer.config.steps);
     // The curves so far, also after --until or a stop on a non-finite loss.
     crate::plot::curves_after_training(&run_dir);
     result
+}
+
+/// The ARC voting evaluator for a dataset that is an ARC build (`test_puzzles.json`
+/// beside its splits), so that every periodic evaluation logs pass@K. With several
+/// directories, the first one's puzzles and identifiers (as the reference's
+/// evaluator reads `data_paths[0]`). `reference_quirks`: see `ArcEvalOptions`.
+pub fn arc_evaluator(
+    data: &Option<DataConfig>,
+    reference_quirks: bool,
+) -> Result<Option<ArcEvaluator>> {
+    let Some(dir) = data
+        .as_ref()
+        .and_then(|d| d.dataset_dirs().into_iter().next())
+    else {
+        return Ok(None);
+    };
+    if !dir.join("test_puzzles.json").exists() {
+        return Ok(None);
+    }
+    let test = PuzzleSplit::open(&dir, "test").map_err(data_error)?;
+    let options = ArcEvalOptions {
+        reference_quirks,
+        blank_identifier_id: test.metadata().blank_identifier_id as i32,
+        ..ArcEvalOptions::default()
+    };
+    ArcEvaluator::from_dir(&dir, options)
+        .map(Some)
+        .map_err(data_error)
 }

@@ -8,7 +8,8 @@
 //! checkpoints/latest                          name of the newest complete step directory
 //! ```
 //! A step directory is written under a temporary name and renamed when complete;
-//! `latest` is replaced atomically afterwards, then older steps are removed.
+//! `latest` is replaced atomically afterwards, then older steps beyond
+//! `train.keep_checkpoints` (default: keep one) are removed.
 
 use std::path::{Path, PathBuf};
 
@@ -30,8 +31,76 @@ pub struct TrainerState {
     pub experiment: String,
 }
 
-/// Writes a checkpoint of `step` with `write(tmp_dir)`, then publishes it.
-pub fn save(dir: &Path, step: usize, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+/// How many checkpoints a run keeps: `keep_checkpoints = "all"` (one per save, as the
+/// reference's `checkpoint_every_eval`) or the newest `N` (default 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepCheckpoints {
+    All,
+    Newest(usize),
+}
+
+impl Default for KeepCheckpoints {
+    fn default() -> Self {
+        KeepCheckpoints::Newest(1)
+    }
+}
+
+impl KeepCheckpoints {
+    /// The default (serialised only when it differs).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Serialize for KeepCheckpoints {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            KeepCheckpoints::All => s.serialize_str("all"),
+            KeepCheckpoints::Newest(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeepCheckpoints {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = KeepCheckpoints;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"all\" or a number of checkpoints (1 or more)")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                match v {
+                    "all" => Ok(KeepCheckpoints::All),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                if v >= 1 {
+                    Ok(KeepCheckpoints::Newest(v as usize))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Writes a checkpoint of `step` with `write(tmp_dir)`, publishes it, then removes
+/// the older ones `keep` does not keep.
+pub fn save(
+    dir: &Path,
+    step: usize,
+    keep: KeepCheckpoints,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = format!("step-{step:06}");
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -46,16 +115,32 @@ pub fn save(dir: &Path, step: usize, write: impl FnOnce(&Path) -> Result<()>) ->
     let _ = std::fs::remove_dir_all(&done);
     std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
     write_atomic(&dir.join("latest"), name.as_bytes())?;
-    // Keep only the newest complete checkpoint.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let n = entry.file_name().to_string_lossy().to_string();
-            if n.starts_with("step-") && n != name {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+    if let KeepCheckpoints::Newest(n) = keep {
+        // Newest first; the one just written is always kept.
+        let mut older: Vec<(usize, PathBuf)> =
+            list(dir).into_iter().filter(|(s, _)| *s != step).collect();
+        older.reverse();
+        for (_, path) in older.into_iter().skip(n.saturating_sub(1)) {
+            let _ = std::fs::remove_dir_all(path);
         }
     }
     Ok(done)
+}
+
+/// The complete checkpoint directories under `dir` (`step-N`), by step, oldest first.
+pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            entry.path().is_dir().then(|| (step, entry.path()))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// The newest complete checkpoint directory under `dir`.

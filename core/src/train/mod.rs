@@ -4,6 +4,7 @@
 //! * [`adam_atan2`]: AdamATan2 for the dense parameters (a burn `SimpleOptimizer`).
 //! * [`sign_sgd`]: the sparse SignSGD for the puzzle-embedding table.
 //! * [`lr`]: warmup + cosine.
+//! * [`observer`]: what the fit loop reports, and its logs ([`tensorboard`] events).
 
 pub mod adam_atan2;
 pub mod checkpoint;
@@ -11,5 +12,7 @@ pub mod data;
 pub mod data_parallel;
 pub mod loss;
 pub mod lr;
+pub mod observer;
 pub mod sign_sgd;
+pub mod tensorboard;
 pub mod trainer;

@@ -6,7 +6,6 @@
 //! Read [`Trainer::train_step`] top to bottom: get the carry, step, loss, backward,
 //! SignSGD on the puzzle rows, AdamATan2 on the dense parameters.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,7 +20,7 @@ use std::collections::HashMap;
 use crate::experiment::ExperimentConfig;
 use crate::step::{Carry, LoopedModel, Net, StepContext};
 use crate::train::adam_atan2::{AdamAtan2, AdamAtan2Config};
-use crate::train::checkpoint;
+use crate::train::checkpoint::{self, KeepCheckpoints};
 use crate::train::data::{
     data_error, device_batch, slice_rows, test_batches, GroupSampler, HostBatch, Prefetch,
     PuzzleSplit, SamplerState,
@@ -29,6 +28,7 @@ use crate::train::data::{
 use crate::train::data_parallel::{Peer, Replica};
 use crate::train::loss::{act_loss, LossType, Metrics};
 use crate::train::lr::LrSchedule;
+use crate::train::observer::{FitObserver, MetricsLog};
 use crate::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
 use crate::weights::{visit_net, Layout, Role, WeightVisitor};
 use crate::{Device, Error, Result, B};
@@ -106,6 +106,10 @@ pub struct TrainConfig {
     /// Checkpoint every this many steps (0: at each evaluation and at the end).
     #[serde(default)]
     pub checkpoint_interval: usize,
+    /// Checkpoints kept: `"all"` (one per save, the reference's
+    /// `checkpoint_every_eval`) or the newest N. Default 1.
+    #[serde(default, skip_serializing_if = "KeepCheckpoints::is_default")]
+    pub keep_checkpoints: KeepCheckpoints,
     /// Dense optimizer: `adam_atan2` (TRM, HRM; default) or `adamw` (DIS; PyTorch
     /// semantics: decoupled decay, epsilon 1e-8 added to sqrt(v_hat)).
     #[serde(default)]
@@ -575,7 +579,7 @@ impl Trainer {
     /// Writes a checkpoint under `dir` (see [`checkpoint`]); in a data-parallel run
     /// every rank adds its own carries.
     pub fn save(&self, dir: &Path, experiment_toml: &str) -> Result<PathBuf> {
-        checkpoint::save(dir, self.step, |tmp| {
+        checkpoint::save(dir, self.step, self.config.keep_checkpoints, |tmp| {
             crate::weights::save_net_file(&self.model.net, &tmp.join("model.safetensors"), None)?;
             if let Some(ema) = &self.ema {
                 crate::weights::save_net_file(ema, &tmp.join("ema.safetensors"), None)?;
@@ -653,9 +657,10 @@ impl Trainer {
 use burn::tensor::Tensor;
 
 /// Runs `trainer` to `config.steps` (or to step `until`, leaving a checkpoint to
-/// resume from), evaluating, logging JSON lines to `log` and a progress line to
-/// stderr, checkpointing into `run_dir/checkpoints`. Stops with a saved state and
-/// an error when the loss stops being finite.
+/// resume from), evaluating, logging to `run_dir/metrics.jsonl` and
+/// `run_dir/tensorboard/` (see [`MetricsLog`]), checkpointing into
+/// `run_dir/checkpoints`, and reporting to `observer`. Stops with a saved state and
+/// an error when the loss stops being finite. `None` when stopped before the end.
 pub fn fit(
     trainer: &mut Trainer,
     train: &PuzzleSplit,
@@ -663,7 +668,7 @@ pub fn fit(
     run_dir: &Path,
     experiment_toml: &str,
     until: Option<usize>,
-    log: &mut dyn Write,
+    observer: &mut dyn FitObserver,
 ) -> Result<Option<EvalResult>> {
     let cfg = trainer.config.clone();
     let checkpoints = run_dir.join("checkpoints");
@@ -678,6 +683,7 @@ pub fn fit(
         cfg.checkpoint_interval
     };
     let tokens_per_step = (cfg.global_batch_size * train.metadata().seq_len as usize) as f64;
+    let mut log = MetricsLog::open(run_dir)?;
     // The group sampler runs ahead on a background thread; each batch carries the
     // sampler state after it, which is what a checkpoint records.
     let sampler = GroupSampler::resume(train, cfg.global_batch_size, trainer.seed, trainer.sampler)
@@ -689,8 +695,8 @@ pub fn fit(
     let first = trainer.step;
     let calls = trainer.model.schedule.calls_per_step();
     let mut last_eval = None;
-    let io = |e: std::io::Error| Error::io(run_dir.join("metrics.jsonl"), e);
     let stop = until.unwrap_or(cfg.steps).min(cfg.steps);
+    observer.started(first, stop, cfg.steps);
     while trainer.step < stop {
         let next = batches
             .next()
@@ -722,42 +728,49 @@ pub fn fit(
             "net_calls_total": step * cfg.global_batch_size * (calls.total() + bootstrap),
             "examples_per_s": rate * cfg.global_batch_size as f64, "tokens_per_s": rate * tokens_per_step,
         });
-        writeln!(log, "{line}").map_err(io)?;
-        let eta = (cfg.steps - step) as f64 / rate.max(1e-9);
-        eprint!(
-            "\rstep {step}/{} | loss {:.4} | acc {:.3} | exact {:.3} | {:.0} ex/s | ETA {:.0}s   ",
-            cfg.steps,
-            m.lm_loss,
-            m.accuracy,
-            m.exact_accuracy,
-            rate * cfg.global_batch_size as f64,
-            eta
-        );
+        log.write(&line)?;
+        observer.record(&line);
         if step.is_multiple_of(eval_every) || step == cfg.steps {
-            let r = trainer.evaluate(test, cfg.global_batch_size)?;
-            let line = serde_json::json!({ "kind": "eval", "step": step, "exact_accuracy": r.exact_accuracy,
+            let r = evaluate_observed(trainer, test, cfg.global_batch_size, observer)?;
+            let mut line = serde_json::json!({ "kind": "eval", "step": step, "exact_accuracy": r.exact_accuracy,
                 "accuracy": r.accuracy, "examples": r.examples, "seconds": r.seconds,
                 "net_calls_per_example": r.net_calls_per_example });
-            writeln!(log, "{line}").map_err(io)?;
-            eprintln!(
-                "\neval at step {step}: exact accuracy {:.4} ({} examples), token accuracy {:.4}, {} network calls per example",
-                r.exact_accuracy, r.examples, r.accuracy, r.net_calls_per_example
-            );
+            for (k, v) in observer.eval_metrics()? {
+                line[k] = serde_json::json!(v);
+            }
+            log.write(&line)?;
+            observer.record(&line);
             last_eval = Some(r);
         }
         if step.is_multiple_of(save_every) || step == stop {
-            trainer.save(&checkpoints, experiment_toml)?;
+            let saved = trainer.save(&checkpoints, experiment_toml)?;
+            observer.saved(&saved);
         }
-        log.flush().map_err(io)?;
+        log.flush()?;
     }
     if trainer.step < cfg.steps {
-        eprintln!(
-            "\nstopped at step {} of {}; continue with --resume",
-            trainer.step, cfg.steps
-        );
         return Ok(None);
     }
     Ok(last_eval)
+}
+
+/// [`Trainer::evaluate`] with every batch reported to `observer`.
+pub fn evaluate_observed(
+    trainer: &Trainer,
+    test: &PuzzleSplit,
+    batch_size: usize,
+    observer: &mut dyn FitObserver,
+) -> Result<EvalResult> {
+    let mut batches = 0;
+    for set in test.sets() {
+        batches += test_batches(set, batch_size, 0, 1)
+            .map_err(data_error)?
+            .len();
+    }
+    observer.eval_started(trainer.step, batches);
+    trainer.evaluate_with(test, batch_size, |host, preds, q| {
+        observer.eval_batch(host, preds, q)
+    })
 }
 
 /// `ema = rate * ema + (1 - rate) * current` for every dense parameter (buffers and

@@ -1,0 +1,91 @@
+//! Writing a file whole or not at all: every writer of recursa goes through here.
+//!
+//! The bytes go to a uniquely named temporary file beside the target (`tempfile`),
+//! are synced, and the file is renamed onto the target; on any error (a full disk)
+//! the temporary file is removed and the target is untouched.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::DataError;
+
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile, DataError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| DataError::InvalidOptions(format!("{}: not a file path", path.display())))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| DataError::io(path, e))
+}
+
+fn write_synced(
+    tmp: &mut tempfile::NamedTempFile,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), DataError> {
+    let file = tmp.as_file_mut();
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| DataError::io(path, e))
+}
+
+/// Writes `bytes` to `path`, replacing what is there.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    let mut tmp = temp_beside(path)?;
+    write_synced(&mut tmp, path, bytes)?;
+    tmp.persist(path)
+        .map_err(|e| DataError::io(path, e.error))?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path`, which must not exist ([`DataError::OutputExists`]
+/// otherwise; an existing file is never replaced).
+pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    if path.symlink_metadata().is_ok() {
+        return Err(DataError::OutputExists {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut tmp = temp_beside(path)?;
+    write_synced(&mut tmp, path, bytes)?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(DataError::OutputExists {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => Err(DataError::io(path, e.error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
+        assert!(matches!(
+            write_new_atomic(&path, b"three"),
+            Err(DataError::OutputExists { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        // A directory that does not exist: an error naming the file, nothing written.
+        let missing = dir.path().join("no/such/dir/b.json");
+        let e = write_atomic(&missing, b"x").unwrap_err().to_string();
+        assert!(e.contains("b.json"), "{e}");
+    }
+}
