@@ -388,6 +388,23 @@ fn arc_data_train_eval_render() {
         "{config}"
     );
 
+    // Every evaluation during training ran the voting evaluator (as the reference).
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect();
+    assert!(!evals.is_empty(), "{metrics}");
+    for e in &evals {
+        for k in ["ARC/pass@1", "ARC/pass@2", "ARC/pass@1000"] {
+            assert!(
+                e[k].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)),
+                "{e}"
+            );
+        }
+    }
+    assert!(err.contains("ARC/pass@2"), "{err}");
     let (code, out, err) = recursa(&["eval", run.to_str().unwrap(), "--batch", "8"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ARC/pass@2"), "{out}");
