@@ -63,6 +63,20 @@ fn train_small(run: &Path, more: &[&str]) -> (i32, String, String) {
     recursa(&args)
 }
 
+/// An experiment file that extends `base` with `rest`.
+fn extending(base: &Path, rest: &str) -> String {
+    format!("extends = {:?}\n{rest}", base.to_str().unwrap())
+}
+
+/// `recursa train --config CONFIG --check` fails as invalid input, saying every needle.
+fn check_fails(config: &Path, needles: &[&str]) {
+    let (code, _, err) = recursa(&["train", "--config", config.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 3, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n}: {err}");
+    }
+}
+
 /// A Python with the `tensorboard` package: `RECURSA_PYTHON`, or a virtual
 /// environment made once under `target/` (pip install from PyPI).
 fn tensorboard_python() -> PathBuf {
@@ -273,10 +287,7 @@ fn a_config_extends_another() {
     let child = dir.join("child.toml");
     std::fs::write(
         &child,
-        format!(
-            "extends = {:?}\n[train]\nsteps = 7\n[schedule]\nl_cycles = 3\n",
-            base.to_str().unwrap()
-        ),
+        extending(&base, "[train]\nsteps = 7\n[schedule]\nl_cycles = 3\n"),
     )
     .unwrap();
     let (code, out, err) = recursa(&["inspect", child.to_str().unwrap()]);
@@ -305,17 +316,8 @@ fn a_config_extends_another() {
     );
 
     // A typo in the child is an unknown key; a cycle names the files.
-    std::fs::write(
-        &child,
-        format!(
-            "extends = {:?}\n[train]\nstepz = 7\n",
-            base.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = recursa(&["train", "--config", child.to_str().unwrap(), "--check"]);
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("stepz"), "{err}");
+    std::fs::write(&child, extending(&base, "[train]\nstepz = 7\n")).unwrap();
+    check_fails(&child, &["stepz"]);
     std::fs::write(dir.join("a.toml"), "extends = \"b.toml\"\n").unwrap();
     std::fs::write(dir.join("b.toml"), "extends = \"a.toml\"\n").unwrap();
     let (code, _, err) = recursa(&["inspect", dir.join("a.toml").to_str().unwrap()]);
@@ -370,15 +372,11 @@ fn several_data_paths_train_as_one() {
             .iter()
             .map(|p| format!("{:?}", p.to_str().unwrap()))
             .collect();
-        std::fs::write(
-            &config,
-            format!(
-                "extends = {:?}\n[net]\nseq_len = 64\n[train]\nsteps = 4\nglobal_batch_size = 8\neval_interval = 4\n[data]\nname = \"dataset\"\npaths = [{}]\n",
-                base.to_str().unwrap(),
-                list.join(", ")
-            ),
-        )
-        .unwrap();
+        let rest = format!(
+            "[net]\nseq_len = 64\n[train]\nsteps = 4\nglobal_batch_size = 8\neval_interval = 4\n[data]\nname = \"dataset\"\npaths = [{}]\n",
+            list.join(", ")
+        );
+        std::fs::write(&config, extending(&base, &rest)).unwrap();
     };
     write(&[&a, &b]);
     let run = dir.join("run");
@@ -394,23 +392,9 @@ fn several_data_paths_train_as_one() {
     assert!(err.contains("128 train / 16 test examples"), "{err}");
 
     write(&[&a, &c]);
-    let (code, _, err) = recursa(&["train", "--config", config.to_str().unwrap(), "--check"]);
-    assert_eq!(code, 3, "{err}");
-    assert!(
-        err.contains("seq_len") && err.contains("dataset.json"),
-        "{err}"
-    );
+    check_fails(&config, &["seq_len", "dataset.json"]);
 
-    std::fs::write(
-        &config,
-        format!(
-            "extends = {:?}\n[data]\nname = \"dataset\"\n",
-            base.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = recursa(&["train", "--config", config.to_str().unwrap(), "--check"]);
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("data.path"), "{err}");
+    std::fs::write(&config, extending(&base, "[data]\nname = \"dataset\"\n")).unwrap();
+    check_fails(&config, &["data.path"]);
     std::fs::remove_dir_all(&dir).ok();
 }
