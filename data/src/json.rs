@@ -1,4 +1,6 @@
 //! JSON helpers: order-preserving maps and output formatted like Python's `json.dump`.
+//! Kept by hand because `identifiers.json`, `test_puzzles.json` and `submission.json` must
+//! match the reference's bytes (key order, `", "` separators), which serde_json does not write.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde::Serialize;

@@ -9,7 +9,9 @@
 //! * [`PuzzleSplit`]: `dataset.json` of a split plus its sets.
 //! * [`GroupSampler`]: the training order (reference `_iter_train` / `_sample_batch`): every
 //!   epoch walks the groups in a fresh random order, takes one random puzzle per group and
-//!   packs its examples into global batches; the last partial batch is dropped.
+//!   packs its examples into global batches; the last partial batch is dropped. Our own
+//!   code, not burn's data loader: exact resume needs the sampler's position as plain state
+//!   (`SamplerState`), and the batches must not depend on thread scheduling.
 //! * [`test_batches`]: the evaluation order (reference `_iter_test`): all rows in order, the
 //!   last batch padded with blank rows.
 //! * [`PuzzleSet::gather`] collates rows into a [`HostBatch`] (reference `_collate_batch`),

@@ -1,5 +1,7 @@
 //! A minimal `.npy` writer and reader (format version 1.0 written; 1.0-3.0 read),
-//! little-endian, C order, for the dtypes the dataset files use.
+//! little-endian, C order, for the dtypes the dataset files use. Hand-written rather than
+//! a crate: the builders must write the reference's files byte for byte (header padding,
+//! dict spelling), which the fixtures compare.
 //!
 //! Header layout (numpy `format.py`): magic `\x93NUMPY`, major, minor, a little-endian header
 //! length (u16 for 1.0, u32 for 2.0/3.0), then a Python dict literal
