@@ -11,14 +11,14 @@ use std::path::PathBuf;
 
 use recursa_core::experiment::{DataConfig, ExperimentConfig};
 use recursa_core::train::checkpoint;
-use recursa_core::train::data::{data_error, rows, test_batches};
-use recursa_core::train::trainer::{EvalResult, Trainer};
+use recursa_core::train::data::rows;
+use recursa_core::train::trainer::{evaluate_observed, EvalResult, Trainer};
 use recursa_core::weights::write_atomic;
 use recursa_core::{Error, Result};
-use recursa_data::arc_eval::{ArcEvalBatch, ArcEvalResult};
+use recursa_data::arc_eval::ArcEvalResult;
 use serde::Serialize;
 
-use crate::progress::Progress;
+use crate::progress::EvalProgress;
 use crate::tasks;
 
 /// What `recursa eval` is asked to do.
@@ -88,10 +88,7 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
         .unwrap_or_else(|| opts.run.join("eval").join(format!("step-{}", trainer.step)));
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
-    let mut arc = crate::train::arc_evaluator(&Some(data.clone()), opts.reference_quirks)?;
-    if let Some(arc) = &mut arc {
-        arc.begin_eval();
-    }
+    let arc = crate::train::arc_evaluator(Some(&data), &test, opts.reference_quirks)?;
     eprintln!(
         "evaluating {} (step {}) on {} test examples, {} per batch, backend {}",
         checkpoint.display(),
@@ -100,27 +97,9 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
         batch,
         opts.backend
     );
-    let mut batches = 0;
-    for set in test.sets() {
-        batches += test_batches(set, batch, 0, 1).map_err(data_error)?.len();
-    }
-    let mut progress = Progress::new("eval", batches as u64);
-    let mut done = 0;
-    let result: EvalResult = trainer.evaluate_with(&test, batch, |host, preds, q| {
-        done += 1;
-        progress.set(done, String::new());
-        if let Some(arc) = &mut arc {
-            arc.update_batch(&ArcEvalBatch {
-                inputs: &host.inputs,
-                puzzle_identifiers: &host.puzzle_identifiers,
-                preds,
-                q_halt_logits: q,
-            })
-            .map_err(data_error)?;
-        }
-        Ok(())
-    })?;
-    progress.finish_and_clear();
+    let mut progress = EvalProgress::new(arc);
+    let result: EvalResult = evaluate_observed(&trainer, &test, batch, &mut progress)?;
+    let arc = progress.finish();
     let arc_result: Option<ArcEvalResult> = arc.map(|a| a.result());
     if let Some(r) = &arc_result {
         let submission = out.join("submission.json");

@@ -187,14 +187,78 @@ impl RunningAccuracy {
     }
 }
 
+/// An evaluation as the CLI shows it: a bar over its batches and, on ARC data, the
+/// voting evaluator fed every batch (`recursa eval`, and each evaluation in training).
+pub struct EvalProgress {
+    bar: Option<Progress>,
+    done: u64,
+    arc: Option<ArcEvaluator>,
+}
+
+impl EvalProgress {
+    /// `arc`: the voting evaluator for an ARC dataset.
+    pub fn new(arc: Option<ArcEvaluator>) -> EvalProgress {
+        EvalProgress {
+            bar: None,
+            done: 0,
+            arc,
+        }
+    }
+
+    /// Removes the bar; returns the voting evaluator with every batch in it.
+    pub fn finish(mut self) -> Option<ArcEvaluator> {
+        self.clear();
+        self.arc
+    }
+
+    fn clear(&mut self) {
+        if let Some(p) = self.bar.take() {
+            p.finish_and_clear();
+        }
+    }
+}
+
+impl FitObserver for EvalProgress {
+    fn eval_started(&mut self, _step: usize, batches: usize) {
+        self.bar = Some(Progress::new("eval", batches as u64));
+        self.done = 0;
+        if let Some(arc) = &mut self.arc {
+            arc.begin_eval();
+        }
+    }
+
+    fn eval_batch(&mut self, host: &HostBatch, preds: &[i32], q_halt: &[f32]) -> Result<()> {
+        self.done += 1;
+        if let Some(p) = &mut self.bar {
+            p.set(self.done, String::new());
+        }
+        if let Some(arc) = &mut self.arc {
+            arc.update_batch(&ArcEvalBatch {
+                inputs: &host.inputs,
+                puzzle_identifiers: &host.puzzle_identifiers,
+                preds,
+                q_halt_logits: q_halt,
+            })
+            .map_err(data_error)?;
+        }
+        Ok(())
+    }
+
+    fn eval_metrics(&mut self) -> Result<Vec<(String, f64)>> {
+        self.clear();
+        Ok(match &self.arc {
+            Some(arc) => arc.result().metrics.into_iter().collect(),
+            None => Vec::new(),
+        })
+    }
+}
+
 /// The CLI's view of a training run: bars (or plain lines) for training and each
 /// evaluation, evaluation summaries, and ARC pass@K when the test split is an ARC build.
 pub struct TrainProgress {
     train: Option<Progress>,
-    eval: Option<Progress>,
-    eval_done: u64,
+    eval: EvalProgress,
     running: RunningAccuracy,
-    arc: Option<ArcEvaluator>,
 }
 
 impl TrainProgress {
@@ -202,10 +266,8 @@ impl TrainProgress {
     pub fn new(arc: Option<ArcEvaluator>) -> TrainProgress {
         TrainProgress {
             train: None,
-            eval: None,
-            eval_done: 0,
+            eval: EvalProgress::new(arc),
             running: RunningAccuracy::default(),
-            arc,
         }
     }
 
@@ -276,39 +338,16 @@ impl FitObserver for TrainProgress {
         }
     }
 
-    fn eval_started(&mut self, _step: usize, batches: usize) {
-        self.eval = Some(Progress::new("eval", batches as u64));
-        self.eval_done = 0;
-        if let Some(arc) = &mut self.arc {
-            arc.begin_eval();
-        }
+    fn eval_started(&mut self, step: usize, batches: usize) {
+        self.eval.eval_started(step, batches);
     }
 
     fn eval_batch(&mut self, host: &HostBatch, preds: &[i32], q_halt: &[f32]) -> Result<()> {
-        self.eval_done += 1;
-        if let Some(p) = &mut self.eval {
-            p.set(self.eval_done, String::new());
-        }
-        if let Some(arc) = &mut self.arc {
-            arc.update_batch(&ArcEvalBatch {
-                inputs: &host.inputs,
-                puzzle_identifiers: &host.puzzle_identifiers,
-                preds,
-                q_halt_logits: q_halt,
-            })
-            .map_err(data_error)?;
-        }
-        Ok(())
+        self.eval.eval_batch(host, preds, q_halt)
     }
 
     fn eval_metrics(&mut self) -> Result<Vec<(String, f64)>> {
-        if let Some(p) = self.eval.take() {
-            p.finish_and_clear();
-        }
-        Ok(match &self.arc {
-            Some(arc) => arc.result().metrics.into_iter().collect(),
-            None => Vec::new(),
-        })
+        self.eval.eval_metrics()
     }
 
     fn saved(&mut self, checkpoint: &Path) {

@@ -414,7 +414,8 @@ pub fn run(prepared: Prepared, until: Option<usize>) -> Result<Option<EvalResult
         calls.total(),
         run_dir.display()
     );
-    let mut progress = crate::progress::TrainProgress::new(arc_evaluator(&data, false)?);
+    let mut progress =
+        crate::progress::TrainProgress::new(arc_evaluator(data.as_ref(), &test_set, false)?);
     let result = fit(
         &mut trainer,
         &train_set,
@@ -433,21 +434,19 @@ pub fn run(prepared: Prepared, until: Option<usize>) -> Result<Option<EvalResult
 /// The ARC voting evaluator for a dataset that is an ARC build (`test_puzzles.json`
 /// beside its splits), so that every periodic evaluation logs pass@K. With several
 /// directories, the first one's puzzles and identifiers (as the reference's
-/// evaluator reads `data_paths[0]`). `reference_quirks`: see `ArcEvalOptions`.
+/// evaluator reads `data_paths[0]`); `test` (the loaded test split) gives the blank
+/// identifier. `reference_quirks`: see `ArcEvalOptions`.
 pub fn arc_evaluator(
-    data: &Option<DataConfig>,
+    data: Option<&DataConfig>,
+    test: &PuzzleSplit,
     reference_quirks: bool,
 ) -> Result<Option<ArcEvaluator>> {
-    let Some(dir) = data
-        .as_ref()
-        .and_then(|d| d.dataset_dirs().into_iter().next())
-    else {
+    let Some(dir) = data.and_then(|d| d.dataset_dirs().into_iter().next()) else {
         return Ok(None);
     };
     if !dir.join("test_puzzles.json").exists() {
         return Ok(None);
     }
-    let test = PuzzleSplit::open(&dir, "test").map_err(data_error)?;
     let options = ArcEvalOptions {
         reference_quirks,
         blank_identifier_id: test.metadata().blank_identifier_id as i32,

@@ -1,27 +1,8 @@
 //! The `recursa` binary as a user runs it.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn recursa(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_recursa"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("the recursa binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use common::recursa;
 
 #[test]
 fn verify_reference_passes_on_the_trm_fixture() {

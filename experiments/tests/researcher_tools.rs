@@ -2,40 +2,15 @@
 //! readable logs under a non-terminal, checkpoint retention, configs that extend
 //! others, several datasets in one run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Runs the binary with stderr a pipe (not a terminal, as under nohup or Slurm).
-fn recursa_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_recursa"))
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(root())
-        .output()
-        .expect("the recursa binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn recursa(args: &[&str]) -> (i32, String, String) {
-    recursa_env(args, &[])
-}
+use common::{recursa, recursa_env, root};
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("recursa-tools-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp(&format!("tools-{name}"))
 }
 
 /// quick-flip, made small: 40 steps, evaluations every 20.
@@ -50,7 +25,7 @@ const SMALL: [&str; 8] = [
     "data.test_examples=64",
 ];
 
-fn train_small(run: &Path, more: &[&str]) -> (i32, String, String) {
+fn train_small(run: &Path, more: &[impl AsRef<str>]) -> (i32, String, String) {
     let mut args = vec![
         "train",
         "--config",
@@ -59,7 +34,7 @@ fn train_small(run: &Path, more: &[&str]) -> (i32, String, String) {
         run.to_str().unwrap(),
     ];
     args.extend_from_slice(&SMALL);
-    args.extend_from_slice(more);
+    args.extend(more.iter().map(|m| m.as_ref()));
     recursa(&args)
 }
 
@@ -220,17 +195,20 @@ fn steps_kept(run: &Path) -> Vec<String> {
     names
 }
 
+/// A checkpoint every 10 steps, keeping `keep`.
+fn keeping(keep: &str) -> Vec<String> {
+    ["--set", "train.checkpoint_interval=10", "--set"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("train.keep_checkpoints={keep}")])
+        .collect()
+}
+
 #[test]
 fn keep_checkpoints_keeps_all_or_the_newest_n_and_eval_reads_any() {
     let dir = temp("keep");
     let all = dir.join("all");
-    let more = [
-        "--set",
-        "train.checkpoint_interval=10",
-        "--set",
-        "train.keep_checkpoints=\"all\"",
-    ];
-    let (code, _, err) = train_small(&all, &more);
+    let (code, _, err) = train_small(&all, &keeping("\"all\""));
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         steps_kept(&all),
@@ -260,13 +238,7 @@ fn keep_checkpoints_keeps_all_or_the_newest_n_and_eval_reads_any() {
     assert_eq!(report["accuracy"], logged["accuracy"]);
 
     let two = dir.join("two");
-    let more = [
-        "--set",
-        "train.checkpoint_interval=10",
-        "--set",
-        "train.keep_checkpoints=2",
-    ];
-    let (code, _, err) = train_small(&two, &more);
+    let (code, _, err) = train_small(&two, &keeping("2"));
     assert_eq!(code, 0, "{err}");
     assert_eq!(steps_kept(&two), ["step-000030", "step-000040"]);
 

@@ -93,7 +93,8 @@ impl MetricsLog {
         self.events.metrics_line(line)
     }
 
-    /// Makes everything written so far durable on disk.
+    /// Hands everything written so far to the operating system (no fsync: a crash
+    /// may lose the last lines, which a resume writes again).
     pub fn flush(&mut self) -> Result<()> {
         self.jsonl
             .flush()
