@@ -101,6 +101,11 @@ fn every_field_of_every_config_mutated_is_refused_cleanly_or_accepted() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     configs.sort();
+    // The configs sit side by side in the scratch directory, so that a relative
+    // `extends` resolves there as it does in the repository.
+    for path in &configs {
+        std::fs::copy(path, dir.join(path.file_name().unwrap())).unwrap();
+    }
     let mut tried = 0;
     for path in configs {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -129,12 +134,23 @@ fn every_field_of_every_config_mutated_is_refused_cleanly_or_accepted() {
                     e.contains(&name),
                     "{name}: {key} {what}: the error does not name the file: {e}"
                 );
+                if key == "extends" && what == "removed" {
+                    // Without its base the file is incomplete: the error names
+                    // a field the base used to give.
+                    assert!(
+                        e.contains("missing field `"),
+                        "{name}: extends removed: the error names no missing field: {e}"
+                    );
+                    continue;
+                }
                 assert!(
                     e.contains(&key) || e.contains(&format!("`{last}`")),
                     "{name}: {key} {what}: the error does not name the field: {e}"
                 );
             }
         }
+        // Put the file back for the configs that extend it.
+        std::fs::write(dir.join(&name), &text).unwrap();
     }
     assert!(tried > 500, "{tried} mutations");
     std::fs::remove_dir_all(&dir).ok();
