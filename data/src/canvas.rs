@@ -1,8 +1,8 @@
 //! A small RGB8 raster canvas with a built-in 3x5 pixel font and PNG encoding.
 //!
-//! Used by [`crate::render`] (pictures of ARC tasks) and by the `recursa plot` command
-//! (training curves). Everything is clipped to the canvas: drawing partly or wholly
-//! outside it is not an error.
+//! Used by [`crate::render`] (pictures of ARC tasks, pixel-exact grids); the `recursa plot`
+//! command draws with plotters and encodes its picture through [`Canvas::from_pixels`].
+//! Everything is clipped to the canvas: drawing partly or wholly outside it is not an error.
 //!
 //! The font has digits, upper-case letters (lower case is drawn upper case) and
 //! `. , : # - _ / = ( ) > < | + %`; other characters are drawn as `?`. A character is
@@ -25,6 +25,16 @@ impl Canvas {
             p.copy_from_slice(&background);
         }
         Canvas { width, height, px }
+    }
+
+    /// A canvas of the row-major RGB8 `pixels` (drawn elsewhere), or `None` when they are
+    /// not `width` x `height` x 3 bytes.
+    pub fn from_pixels(width: usize, height: usize, pixels: Vec<u8>) -> Option<Canvas> {
+        (pixels.len() == width * height * 3).then_some(Canvas {
+            width,
+            height,
+            px: pixels,
+        })
     }
 
     pub fn width(&self) -> usize {

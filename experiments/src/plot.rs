@@ -3,7 +3,7 @@
 //!
 //! A run is a directory written by `recursa train` (or its `metrics.jsonl` itself). The
 //! picture has a title line, a legend (one colour per run, named by its directory) and
-//! four panels sharing one x axis:
+//! four (or five) panels sharing one x axis:
 //!
 //! | panel | from |
 //! |---|---|
@@ -11,6 +11,7 @@
 //! | training exact accuracy | `"kind":"train"` lines |
 //! | evaluation exact accuracy | `"kind":"eval"` lines |
 //! | evaluation token accuracy | `"kind":"eval"` lines |
+//! | ARC pass@2 of the voting evaluator (only when a run has it) | `ARC/pass@2` of `"kind":"eval"` lines |
 //!
 //! The x axis is the optimizer step, the forward passes (network calls summed over every
 //! example, `net_calls_total` of the train line of that step) or the examples seen (step
@@ -30,9 +31,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use recursa_core::{Error, Result};
-use recursa_data::canvas::{text_height, text_width, Canvas};
+use recursa_data::canvas::Canvas;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -99,6 +105,8 @@ pub struct EvalRow {
     pub step: usize,
     pub exact_accuracy: Option<f64>,
     pub accuracy: Option<f64>,
+    /// `ARC/pass@2`: logged by evaluations on ARC datasets (the voting evaluator).
+    pub arc_pass_at_2: Option<f64>,
 }
 
 /// The lines of a `metrics.jsonl`, sorted by step, one per step (the last one written).
@@ -179,6 +187,7 @@ pub fn parse_metrics(text: &str, path: &Path) -> Result<Metrics> {
                     step: step_of(&value).map_err(at)?,
                     exact_accuracy: number(&value, "exact_accuracy", true).map_err(at)?,
                     accuracy: number(&value, "accuracy", false).map_err(at)?,
+                    arc_pass_at_2: number(&value, "ARC/pass@2", false).map_err(at)?,
                 };
                 eval.insert(row.step, row);
             }
@@ -366,8 +375,8 @@ impl XMap {
     }
 }
 
-/// The four panels for `runs` against `axis`. The loss axis is logarithmic when `log_loss`
-/// and every loss is positive.
+/// The four panels for `runs` against `axis`, and a fifth (ARC pass@2) when a run logged
+/// it. The loss axis is logarithmic when `log_loss` and every loss is positive.
 pub fn panels(runs: &[Run], axis: XAxis, log_loss: bool) -> Result<Vec<Panel>> {
     let maps = runs
         .iter()
@@ -408,7 +417,8 @@ pub fn panels(runs: &[Run], axis: XAxis, log_loss: bool) -> Result<Vec<Panel>> {
     }
     let loss = collect(runs, &maps, train, |r| r.step, |r| r.lm_loss);
     let log_y = log_loss && loss.iter().flat_map(|s| &s.points).all(|p| p.y > 0.0);
-    Ok(vec![
+    let pass_at_2 = collect(runs, &maps, eval, |r| r.step, |r| r.arc_pass_at_2);
+    let mut panels = vec![
         Panel {
             title: if log_y {
                 "training loss (log scale)".into()
@@ -452,7 +462,18 @@ pub fn panels(runs: &[Run], axis: XAxis, log_loss: bool) -> Result<Vec<Panel>> {
             markers: true,
             series: collect(runs, &maps, eval, |r| r.step, |r| r.accuracy),
         },
-    ])
+    ];
+    if pass_at_2.iter().any(|s| !s.points.is_empty()) {
+        panels.push(Panel {
+            title: "ARC pass@2 (voting over augmentations)".into(),
+            y_title: "pass@2",
+            csv_name: "eval_arc_pass@2",
+            log_y: false,
+            markers: true,
+            series: pass_at_2,
+        });
+    }
+    Ok(panels)
 }
 
 /// The CSV of `panels`: `run,panel,step,<x>,value`, one row per point.
@@ -540,13 +561,18 @@ pub struct Axis {
 }
 
 impl Axis {
+    /// The coordinate the axis is linear in: `v`, or its log10 on a logarithmic axis.
+    pub fn t(&self, v: f64) -> f64 {
+        if self.log {
+            v.log10()
+        } else {
+            v
+        }
+    }
+
     /// Where `v` lies between `lo` (0) and `hi` (1).
     pub fn fraction(&self, v: f64) -> f64 {
-        if self.log {
-            (v.log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10())
-        } else {
-            (v - self.lo) / (self.hi - self.lo)
-        }
+        (self.t(v) - self.t(self.lo)) / (self.t(self.hi) - self.t(self.lo))
     }
 
     /// A linear axis from `min` (or from 0 when `from_zero` and every value is non-negative)
@@ -629,28 +655,38 @@ impl Axis {
 // ---------------------------------------------------------------------------------------
 // Drawing
 // ---------------------------------------------------------------------------------------
+//
+// plotters draws the picture at twice its size into an RGB buffer, which is then averaged
+// down 2x2: lines, markers and text come out anti-aliased. The labels are in DejaVu Sans
+// (printable ASCII, `assets/DejaVuSans-ascii.ttf`, its license beside it), so the picture
+// looks the same on every machine and needs no system fonts.
 
 /// Width of the picture in pixels.
 pub const WIDTH_PX: usize = 1280;
-/// Height of one panel (title, plot area, tick labels, x title) in pixels.
+/// Height of one panel (caption, plot area, tick labels, x title) in pixels.
 pub const PANEL_PX: usize = 380;
 /// Margin around the picture and between panels, in pixels.
 pub const MARGIN_PX: usize = 24;
-/// Scale of the built-in font for labels (a character is 4 x 5 font pixels).
-pub const TEXT_SCALE: usize = 2;
-/// Scale of the built-in font for the title line.
-pub const TITLE_SCALE: usize = 3;
-/// Width of a curve in pixels.
-pub const LINE_PX: usize = 2;
-/// Side of an evaluation marker in pixels.
-pub const MARKER_PX: usize = 6;
+/// Font size of the title line, in pixels.
+pub const TITLE_PX: f64 = 24.0;
+/// Font size of the panel captions, in pixels.
+pub const CAPTION_PX: f64 = 18.0;
+/// Font size of tick labels, axis titles and the legend, in pixels.
+pub const LABEL_PX: f64 = 15.0;
+/// Width of a curve in pixels (1.5: three pixels at the drawing size).
+pub const LINE_PX: f64 = 1.5;
+/// Radius of an evaluation marker in pixels.
+pub const MARKER_PX: f64 = 3.5;
 
-const BACKGROUND: [u8; 3] = [0xFF, 0xFF, 0xFF];
-const TEXT: [u8; 3] = [0x22, 0x22, 0x22];
-const AXIS: [u8; 3] = [0x44, 0x44, 0x44];
-const GRID: [u8; 3] = [0xE6, 0xE6, 0xE6];
-const MUTED: [u8; 3] = [0x99, 0x99, 0x99];
-const TICK_PX: usize = 5;
+/// The factor the picture is drawn larger than it is written.
+const SUPERSAMPLE: usize = 2;
+/// The font file: DejaVu Sans reduced to printable ASCII (see assets/DejaVuSans-LICENSE.txt).
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
+
+const TEXT: RGBColor = RGBColor(0x22, 0x22, 0x22);
+const AXIS: RGBColor = RGBColor(0x44, 0x44, 0x44);
+const GRID: RGBColor = RGBColor(0xE6, 0xE6, 0xE6);
+const MUTED: RGBColor = RGBColor(0x77, 0x77, 0x77);
 
 /// Colours of runs 0, 1, 2, ... (then again from the first).
 pub const RUN_COLOURS: [[u8; 3]; 10] = [
@@ -671,8 +707,12 @@ pub fn run_colour(i: usize) -> [u8; 3] {
     RUN_COLOURS[i % RUN_COLOURS.len()]
 }
 
-/// Where a panel's plot area lies and what it shows. The plot area spans pixels
-/// `left..=right` and `top..=bottom`; the axes are drawn on `left` and `bottom`.
+fn rgb(c: [u8; 3]) -> RGBColor {
+    RGBColor(c[0], c[1], c[2])
+}
+
+/// Where a panel's plot area lies in the written picture and what it shows. The plot area
+/// spans pixels `left..=right` and `top..=bottom`; the axes are drawn on its edges.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PanelGeometry {
     pub left: usize,
@@ -700,40 +740,89 @@ pub struct Figure {
     pub panels: Vec<PanelGeometry>,
 }
 
-/// Legend entries laid out in rows: (x, y, run) of each, and the height used.
-fn legend_layout(names: &[String], top: usize) -> (Vec<(usize, usize, usize)>, usize) {
-    let row_h = text_height(TEXT_SCALE) + 8;
-    let (mut x, mut y) = (MARGIN_PX, top);
+fn drawing_error(e: impl std::fmt::Display) -> Error {
+    Error::Other(format!("plot: drawing the picture: {e}"))
+}
+
+/// The labels' font at `size` pixels of the written picture.
+fn font(size: f64) -> Result<FontDesc<'static>> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    if !ok {
+        return Err(drawing_error("the built-in font does not parse"));
+    }
+    Ok(FontDesc::new(
+        FontFamily::SansSerif,
+        size * SUPERSAMPLE as f64,
+        FontStyle::Normal,
+    ))
+}
+
+/// Width and height of `text` in pixels of the drawing (not of the written picture).
+fn text_size(text: &str, size: f64) -> Result<(usize, usize)> {
+    let (w, h) = font(size)?.box_size(text).map_err(drawing_error)?;
+    Ok((w as usize, h as usize))
+}
+
+/// Where a legend entry goes, in drawing pixels: the top left of run `run`'s entry.
+struct LegendEntry {
+    x: usize,
+    y: usize,
+    run: usize,
+}
+
+/// Legend entries laid out in rows, in drawing pixels, and the height they take.
+fn legend_layout(names: &[String], top: usize) -> Result<(Vec<LegendEntry>, usize)> {
+    let s = SUPERSAMPLE;
+    let row_h = text_size("Ag", LABEL_PX)?.1 + 8 * s;
+    let (mut x, mut y) = (MARGIN_PX * s, top);
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let w = 28 + text_width(name, TEXT_SCALE) + 24;
-        if x > MARGIN_PX && x + w > WIDTH_PX - MARGIN_PX {
-            (x, y) = (MARGIN_PX, y + row_h);
+        let w = 28 * s + text_size(name, LABEL_PX)?.0 + 24 * s;
+        if x > MARGIN_PX * s && x + w > (WIDTH_PX - MARGIN_PX) * s {
+            (x, y) = (MARGIN_PX * s, y + row_h);
         }
-        out.push((x, y, i));
+        out.push(LegendEntry { x, y, run: i });
         x += w;
     }
-    (out, y + row_h - top)
+    Ok((out, y + row_h - top))
+}
+
+/// Averages each `factor` x `factor` block of an RGB8 picture `width` pixels wide.
+fn shrink(px: &[u8], width: usize, factor: usize) -> Vec<u8> {
+    let height = px.len() / 3 / width;
+    let (w, h) = (width / factor, height / factor);
+    let mut out = vec![0u8; w * h * 3];
+    let n = (factor * factor) as u32;
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let mut sum = 0u32;
+                for dy in 0..factor {
+                    let row = (y * factor + dy) * width;
+                    for dx in 0..factor {
+                        sum += u32::from(px[(row + x * factor + dx) * 3 + c]);
+                    }
+                }
+                out[(y * w + x) * 3 + c] = ((sum + n / 2) / n) as u8;
+            }
+        }
+    }
+    out
 }
 
 /// Draws `panels` (two per row) with a title line naming the x axis and a legend of
 /// `names` (run `i` in [`run_colour`]`(i)`).
-pub fn draw(names: &[String], panels: &[Panel], axis: XAxis) -> Figure {
-    let title = format!("training curves: {}", axis.title());
-    let title_h = text_height(TITLE_SCALE) + 12;
-    let (legend, legend_h) = legend_layout(names, MARGIN_PX + title_h);
-    let header = MARGIN_PX + title_h + legend_h + 8;
+pub fn draw(names: &[String], panels: &[Panel], axis: XAxis) -> Result<Figure> {
+    let s = SUPERSAMPLE;
+    let title = format!("training curves against {}", axis.title());
+    let title_h = text_size(&title, TITLE_PX)?.1 + 12 * s;
+    let (legend, legend_h) = legend_layout(names, MARGIN_PX * s + title_h)?;
+    let header = (MARGIN_PX * s + title_h + legend_h + 8 * s).div_ceil(s);
     let rows = panels.len().div_ceil(2);
     let height = header + rows * PANEL_PX + rows.saturating_sub(1) * MARGIN_PX + MARGIN_PX;
-    let mut canvas = Canvas::new(WIDTH_PX, height, BACKGROUND);
-    canvas.text(MARGIN_PX, MARGIN_PX, &title, TITLE_SCALE, TEXT);
-    let th = text_height(TEXT_SCALE);
-    for &(x, y, i) in &legend {
-        let c = run_colour(i);
-        canvas.fill(x, y + th / 2 - 1, 20, LINE_PX + 1, c);
-        canvas.dot(x as f64 + 10.0, (y + th / 2) as f64, MARKER_PX, c);
-        canvas.text(x + 28, y, &names[i], TEXT_SCALE, TEXT);
-    }
 
     // One x axis for every panel.
     let xs = || {
@@ -746,131 +835,207 @@ pub fn draw(names: &[String], panels: &[Panel], axis: XAxis) -> Figure {
     let x_min = xs().map(|p| p.x).fold(0.0f64, f64::min);
     let x_axis = Axis::linear(x_min, x_max, 6, true, false);
 
-    let panel_w = (WIDTH_PX - 3 * MARGIN_PX) / 2;
+    let mut big = vec![0xFFu8; WIDTH_PX * s * height * s * 3];
     let mut geometry = Vec::new();
-    for (k, panel) in panels.iter().enumerate() {
-        let (ox, oy) = (
-            MARGIN_PX + (k % 2) * (panel_w + MARGIN_PX),
-            header + (k / 2) * (PANEL_PX + MARGIN_PX),
-        );
-        let points = || panel.series.iter().flat_map(|s| &s.points);
-        let (lo, hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.y), b.max(p.y))
-        });
-        let y_axis = if panel.log_y && lo.is_finite() {
-            Axis::logarithmic(lo, hi)
-        } else if lo.is_finite() {
-            Axis::linear(lo, hi, 5, true, true)
-        } else {
-            Axis::linear(0.0, 1.0, 5, true, true)
-        };
-        let label_w = y_axis
-            .ticks
-            .iter()
-            .map(|(_, l)| text_width(l, TEXT_SCALE))
-            .max()
-            .unwrap_or(0);
-        let g = PanelGeometry {
-            left: ox + th + 8 + label_w + TICK_PX + 4,
-            top: oy + th + 10,
-            right: ox + panel_w - 1 - text_width("0000", TEXT_SCALE) / 2,
-            bottom: oy + PANEL_PX - 1 - (TICK_PX + 4 + th + 8 + th),
-            x: x_axis.clone(),
-            y: y_axis,
-        };
-        draw_panel(&mut canvas, panel, &g, axis, (ox, oy));
-        geometry.push(g);
+    {
+        let size = ((WIDTH_PX * s) as u32, (height * s) as u32);
+        let root = BitMapBackend::with_buffer(&mut big, size).into_drawing_area();
+        let label = font(LABEL_PX)?.color(&TEXT);
+        root.draw(&Text::new(
+            title,
+            ((MARGIN_PX * s) as i32, (MARGIN_PX * s) as i32),
+            font(TITLE_PX)?.color(&TEXT),
+        ))
+        .map_err(drawing_error)?;
+        let text_h = text_size("Ag", LABEL_PX)?.1;
+        for &LegendEntry { x, y, run: i } in &legend {
+            let c = rgb(run_colour(i));
+            let (x, y) = (x as i32, y as i32);
+            let mid = y + text_h as i32 / 2;
+            root.draw(&PathElement::new(
+                vec![(x, mid), (x + 20 * s as i32, mid)],
+                c.stroke_width((LINE_PX * s as f64).round() as u32),
+            ))
+            .map_err(drawing_error)?;
+            root.draw(&Circle::new(
+                (x + 10 * s as i32, mid),
+                (MARKER_PX * s as f64).round() as u32,
+                c.filled(),
+            ))
+            .map_err(drawing_error)?;
+            root.draw(&Text::new(
+                names[i].as_str(),
+                (x + 28 * s as i32, y),
+                label.clone(),
+            ))
+            .map_err(drawing_error)?;
+        }
+
+        let panel_w = (WIDTH_PX - 3 * MARGIN_PX) / 2;
+        for (k, panel) in panels.iter().enumerate() {
+            let origin = (
+                MARGIN_PX + (k % 2) * (panel_w + MARGIN_PX),
+                header + (k / 2) * (PANEL_PX + MARGIN_PX),
+            );
+            let area = root.clone().shrink(
+                ((origin.0 * s) as i32, (origin.1 * s) as i32),
+                ((panel_w * s) as i32, (PANEL_PX * s) as i32),
+            );
+            let g = draw_panel(&area, panel, &x_axis, axis)?;
+            geometry.push(g);
+        }
+        root.present().map_err(drawing_error)?;
     }
-    Figure {
+    let pixels = shrink(&big, WIDTH_PX * s, s);
+    let canvas = Canvas::from_pixels(WIDTH_PX, height, pixels)
+        .ok_or_else(|| drawing_error("the picture has the wrong size"))?;
+    Ok(Figure {
         canvas,
         panels: geometry,
+    })
+}
+
+/// An [`Axis`] as a plotters coordinate: linear in `t`, the value (or its log10 on a
+/// logarithmic axis), with the axis's ticks as the only grid lines.
+struct AxisCoord {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl AxisCoord {
+    fn new(axis: &Axis) -> AxisCoord {
+        AxisCoord {
+            lo: axis.t(axis.lo),
+            hi: axis.t(axis.hi),
+            ticks: axis.ticks.iter().map(|(v, _)| axis.t(*v)).collect(),
+        }
     }
 }
 
+impl Ranged for AxisCoord {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, t: &f64, limit: (i32, i32)) -> i32 {
+        let f = (t - self.lo) / (self.hi - self.lo);
+        limit.0 + (f * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// The y axis of `panel`: logarithmic when asked and there is data, from 0 otherwise.
+fn y_axis_of(panel: &Panel) -> Axis {
+    let points = || panel.series.iter().flat_map(|s| &s.points);
+    let (lo, hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.y), b.max(p.y))
+    });
+    if panel.log_y && lo.is_finite() {
+        Axis::logarithmic(lo, hi)
+    } else if lo.is_finite() {
+        Axis::linear(lo, hi, 5, true, true)
+    } else {
+        Axis::linear(0.0, 1.0, 5, true, true)
+    }
+}
+
+/// Draws one panel into `area` (a drawing of [`SUPERSAMPLE`] times the written size) and
+/// returns where its plot area lies in the written picture.
 fn draw_panel(
-    c: &mut Canvas,
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
     panel: &Panel,
-    g: &PanelGeometry,
+    x_axis: &Axis,
     axis: XAxis,
-    origin: (usize, usize),
-) {
-    let th = text_height(TEXT_SCALE);
-    let (w, h) = (g.right - g.left + 1, g.bottom - g.top + 1);
-    c.text(origin.0, origin.1, &panel.title, TEXT_SCALE, TEXT);
-    // Grid lines, tick marks and labels.
-    for (v, label) in &g.y.ticks {
-        let (_, py) = g.to_px(g.x.lo, *v);
-        let py = py.round() as usize;
-        c.fill(g.left, py, w, 1, GRID);
-        c.fill(g.left - TICK_PX, py, TICK_PX, 1, AXIS);
-        let lw = text_width(label, TEXT_SCALE);
-        c.text(
-            g.left - TICK_PX - 4 - lw,
-            py.saturating_sub(th / 2),
-            label,
-            TEXT_SCALE,
-            TEXT,
-        );
+) -> Result<PanelGeometry> {
+    let s = SUPERSAMPLE;
+    let y_axis = y_axis_of(panel);
+    // The label of the tick at chart coordinate `t`.
+    let label_of = |a: &Axis, t: f64| {
+        a.ticks
+            .iter()
+            .min_by(|p, q| (a.t(p.0) - t).abs().total_cmp(&(a.t(q.0) - t).abs()))
+            .map(|tick| tick.1.clone())
+            .unwrap_or_default()
+    };
+    let mut label_w = 0;
+    for (_, l) in &y_axis.ticks {
+        label_w = label_w.max(text_size(l, LABEL_PX)?.0);
     }
-    for (v, label) in &g.x.ticks {
-        let (px, _) = g.to_px(*v, g.y.lo);
-        let px = px.round() as usize;
-        c.fill(px, g.top, 1, h, GRID);
-        c.fill(px, g.bottom + 1, 1, TICK_PX, AXIS);
-        let lw = text_width(label, TEXT_SCALE);
-        c.text(
-            px.saturating_sub(lw / 2),
-            g.bottom + TICK_PX + 4,
-            label,
-            TEXT_SCALE,
-            TEXT,
-        );
-    }
-    // Axes.
-    c.fill(g.left, g.top, 1, h, AXIS);
-    c.fill(g.left, g.bottom, w, 1, AXIS);
-    // Axis titles: x centred under the tick labels, y turned, left of the tick labels.
-    let xt = axis.title();
-    let xw = text_width(xt, TEXT_SCALE);
-    c.text(
-        (g.left + w / 2).saturating_sub(xw / 2),
-        g.bottom + TICK_PX + 4 + th + 8,
-        xt,
-        TEXT_SCALE,
-        MUTED,
-    );
-    let yw = text_width(panel.y_title, TEXT_SCALE);
-    c.text_up(
-        origin.0,
-        g.top + h / 2 + yw / 2,
-        panel.y_title,
-        TEXT_SCALE,
-        MUTED,
-    );
+    let text_h = text_size("Ag", LABEL_PX)?.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, font(CAPTION_PX)?.color(&TEXT))
+        .margin_right((16 * s) as u32)
+        .x_label_area_size((2 * text_h + 18 * s) as u32)
+        .y_label_area_size((label_w + text_h + 22 * s) as u32)
+        .build_cartesian_2d(AxisCoord::new(x_axis), AxisCoord::new(&y_axis))
+        .map_err(drawing_error)?;
+    let x_label = |t: &f64| label_of(x_axis, *t);
+    let y_label = |t: &f64| label_of(&y_axis, *t);
+    chart
+        .configure_mesh()
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .x_desc(axis.title())
+        .y_desc(panel.y_title)
+        .label_style(font(LABEL_PX)?.color(&TEXT))
+        .axis_desc_style(font(LABEL_PX)?.color(&MUTED))
+        .bold_line_style(GRID.stroke_width(s as u32))
+        .axis_style(AXIS.stroke_width(s as u32))
+        .set_all_tick_mark_size((5 * s) as u32)
+        .draw()
+        .map_err(drawing_error)?;
 
     if panel.series.iter().all(|s| s.points.is_empty()) {
-        let msg = "no data";
-        c.text(
-            (g.left + w / 2).saturating_sub(text_width(msg, TEXT_SCALE) / 2),
-            g.top + h / 2,
-            msg,
-            TEXT_SCALE,
-            MUTED,
+        let centre = (
+            (x_axis.lo + x_axis.hi) / 2.0,
+            (y_axis.t(y_axis.lo) + y_axis.t(y_axis.hi)) / 2.0,
         );
-        return;
+        let style = font(LABEL_PX)?
+            .color(&MUTED)
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        chart
+            .plotting_area()
+            .draw(&Text::new("no data", centre, style))
+            .map_err(drawing_error)?;
     }
-    for s in &panel.series {
-        let colour = run_colour(s.run);
-        let px: Vec<(f64, f64)> = s.points.iter().map(|p| g.to_px(p.x, p.y)).collect();
-        for pair in px.windows(2) {
-            c.line(pair[0], pair[1], LINE_PX, colour);
-        }
-        if panel.markers || px.len() == 1 {
-            for &(x, y) in &px {
-                c.dot(x, y, MARKER_PX, colour);
-            }
+    let line = (LINE_PX * s as f64).round() as u32;
+    let marker = (MARKER_PX * s as f64).round() as u32;
+    for series in &panel.series {
+        let c = rgb(run_colour(series.run));
+        let points: Vec<(f64, f64)> = series.points.iter().map(|p| (p.x, y_axis.t(p.y))).collect();
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                c.stroke_width(line),
+            ))
+            .map_err(drawing_error)?;
+        if panel.markers || points.len() == 1 {
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, marker, c.filled())))
+                .map_err(drawing_error)?;
         }
     }
+    let (xr, yr) = chart.plotting_area().get_pixel_range();
+    let written = |v: i32| v.max(0) as usize / s;
+    Ok(PanelGeometry {
+        left: written(xr.start),
+        top: written(yr.start),
+        right: written(xr.end - 1),
+        bottom: written(yr.end - 1),
+        x: x_axis.clone(),
+        y: y_axis,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -997,7 +1162,7 @@ pub fn plot(opts: &PlotOptions) -> Result<PlotSummary> {
     if !opts.linear_loss && !panels[0].log_y {
         warnings.push("a training loss is not positive: drawn on a linear axis".into());
     }
-    let figure = draw(&names, &panels, x);
+    let figure = draw(&names, &panels, x)?;
     let bytes = figure
         .canvas
         .to_png()
@@ -1089,7 +1254,8 @@ mod tests {
             [EvalRow {
                 step: 2,
                 exact_accuracy: Some(0.25),
-                accuracy: Some(0.5)
+                accuracy: Some(0.5),
+                arc_pass_at_2: None,
             }]
         );
         assert!(m.warnings.is_empty());
@@ -1213,6 +1379,21 @@ mod tests {
         assert_eq!((a.lo, a.hi), (0.0, 1.0));
     }
 
+    /// How much of `colour` over the white background the pixel `px` is (0 to 1), or `None`
+    /// when `px` is no blend of white and `colour` (another colour, grey, text).
+    fn tint(px: [u8; 3], colour: [u8; 3]) -> Option<f64> {
+        let share = |p: u8, c: u8| (255.0 - f64::from(p)) / (255.0 - f64::from(c)).max(1.0);
+        let darkest = (0..3).max_by_key(|&i| 255 - colour[i])?;
+        let a = share(px[darkest], colour[darkest]);
+        // Every channel within 4 levels of white blended with `colour` by `a`.
+        (0..3)
+            .all(|i| {
+                let expected = 255.0 - a * (255.0 - f64::from(colour[i]));
+                (f64::from(px[i]) - expected).abs() <= 4.0
+            })
+            .then_some(a)
+    }
+
     #[test]
     fn the_picture_has_each_run_colour_where_its_points_are() {
         // Run a: loss falls, exact accuracy rises; run b: flat loss, no evaluations.
@@ -1227,37 +1408,64 @@ mod tests {
         ];
         let names = vec!["a".to_string(), "b".to_string()];
         let p = panels(&runs, XAxis::Step, true).unwrap();
-        let fig = draw(&names, &p, XAxis::Step);
+        assert_eq!(p.len(), 4, "no ARC panel without ARC/pass@2");
+        let fig = draw(&names, &p, XAxis::Step).unwrap();
         assert_eq!(fig.canvas.width(), WIDTH_PX);
         assert_eq!(fig.panels.len(), 4);
-        let colour_at = |panel: usize, x: f64, y: f64| {
+        // The strongest tint of run `run`'s colour within two pixels of the point.
+        let strongest = |panel: usize, x: f64, y: f64, run: usize| {
             let (px, py) = fig.panels[panel].to_px(x, y);
-            fig.canvas
-                .get(px.round() as usize, py.round() as usize)
-                .unwrap()
+            let (px, py) = (px.round() as i64, py.round() as i64);
+            (-2..=2)
+                .flat_map(|dy| (-2..=2).map(move |dx| (px + dx, py + dy)))
+                .filter_map(|(x, y)| fig.canvas.get(x as usize, y as usize))
+                .filter_map(|c| tint(c, run_colour(run)))
+                .fold(0.0f64, f64::max)
+        };
+        let on = |panel, x, y, run| {
+            let t = strongest(panel, x, y, run);
+            assert!(t > 0.6, "panel {panel} ({x}, {y}): run {run} tint {t}");
         };
         // The panels share the x axis: steps 0..20.
         assert_eq!(fig.panels[0].x, fig.panels[3].x);
         assert_eq!(fig.panels[0].x.hi, 20.0);
         // Loss of a at step 1 (2.0) and step 20 (0.1), of b at step 10 (1.0).
-        assert_eq!(colour_at(0, 1.0, 2.0), run_colour(0));
-        assert_eq!(colour_at(0, 20.0, 0.1), run_colour(0));
-        assert_eq!(colour_at(0, 10.0, 1.0), run_colour(1));
+        on(0, 1.0, 2.0, 0);
+        on(0, 20.0, 0.1, 0);
+        on(0, 10.0, 1.0, 1);
         // Halfway between two points of a line: on the line.
-        assert_eq!(colour_at(0, 5.5, 1.0), run_colour(1));
-        assert_eq!(colour_at(1, 15.5, 15.5 / 20.0), run_colour(0));
+        on(0, 5.5, 1.0, 1);
+        on(1, 15.5, 15.5 / 20.0, 0);
         // Evaluation markers; nothing of b in the eval panels.
-        assert_eq!(colour_at(2, 10.0, 0.5), run_colour(0));
-        assert_eq!(colour_at(3, 20.0, 1.0), run_colour(0));
-        let b_pixels = |panel: usize| {
+        on(2, 10.0, 0.5, 0);
+        on(3, 20.0, 1.0, 0);
+        // Far from any line of a: none of its colour.
+        assert!(strongest(1, 15.0, 0.2, 0) < 0.05);
+        let pixels_of = |panel: usize, run: usize| {
             let g = &fig.panels[panel];
             (g.top..=g.bottom)
                 .flat_map(|y| (g.left..=g.right).map(move |x| (x, y)))
-                .filter(|&(x, y)| fig.canvas.get(x, y) == Some(run_colour(1)))
+                .filter_map(|(x, y)| fig.canvas.get(x, y))
+                .filter(|&c| tint(c, run_colour(run)).is_some_and(|t| t > 0.5))
                 .count()
         };
-        assert_eq!(b_pixels(2), 0);
-        assert!(b_pixels(0) > 100);
+        assert_eq!(pixels_of(2, 1), 0);
+        assert!(pixels_of(0, 1) > 100);
+        // Lines are anti-aliased: along b's flat line there are partial tints too.
+        let g = &fig.panels[0];
+        let partial = (g.top..=g.bottom)
+            .flat_map(|y| (g.left..=g.right).map(move |x| (x, y)))
+            .filter_map(|(x, y)| fig.canvas.get(x, y))
+            .filter(|&c| tint(c, run_colour(0)).is_some_and(|t| t > 0.1 && t < 0.9))
+            .count();
+        assert!(partial > 20, "{partial} partly covered pixels of a's line");
+        // The title is text in a real font: dark pixels and anti-aliased grey ones.
+        let title_row: Vec<[u8; 3]> = (MARGIN_PX..MARGIN_PX + 20)
+            .flat_map(|y| (MARGIN_PX..WIDTH_PX / 2).map(move |x| (x, y)))
+            .filter_map(|(x, y)| fig.canvas.get(x, y))
+            .collect();
+        assert!(title_row.iter().any(|c| c[0] < 0x50));
+        assert!(title_row.iter().any(|c| c[0] > 0x90 && c[0] < 0xE0));
         // The PNG decodes to the canvas.
         let bytes = fig.canvas.to_png().unwrap();
         let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
@@ -1270,6 +1478,50 @@ mod tests {
             (fig.canvas.width(), fig.canvas.height())
         );
         assert_eq!(&buf[..info.buffer_size()], fig.canvas.pixels());
+    }
+
+    #[test]
+    fn arc_runs_get_a_pass_at_2_panel() {
+        let arc = |step: usize, p2: f64| {
+            eval_line(step, 0.1, 0.5).replace(
+                "\"seconds\"",
+                &format!(
+                    "\"ARC/pass@1\":{},\"ARC/pass@2\":{p2},\"seconds\"",
+                    p2 / 2.0
+                ),
+            )
+        };
+        let text = [
+            train_line(1, 2.0, 0.0),
+            arc(1, 0.125),
+            train_line(2, 1.0, 0.0),
+            arc(2, 0.25),
+        ]
+        .join("\n");
+        let runs = [
+            run("arc", &text, None),
+            run("plain", &train_line(1, 1.0, 0.0), None),
+        ];
+        let p = panels(&runs, XAxis::Step, true).unwrap();
+        assert_eq!(p.len(), 5);
+        let ys: Vec<f64> = p[4].series[0].points.iter().map(|p| p.y).collect();
+        assert_eq!(ys, [0.125, 0.25]);
+        assert!(p[4].series[1].points.is_empty());
+        let names = vec!["arc".to_string(), "plain".to_string()];
+        assert!(csv(&names, &p, XAxis::Step).contains("arc,eval_arc_pass@2,2,2,0.25\n"));
+        let fig = draw(&names, &p, XAxis::Step).unwrap();
+        assert_eq!(fig.panels.len(), 5);
+        // Three rows of panels; the fifth's points are drawn.
+        assert!(fig.canvas.height() > 3 * PANEL_PX);
+        let (x, y) = fig.panels[4].to_px(2.0, 0.25);
+        let near = (-2i64..=2)
+            .flat_map(|dy| {
+                (-2i64..=2).map(move |dx| (x.round() as i64 + dx, y.round() as i64 + dy))
+            })
+            .filter_map(|(x, y)| fig.canvas.get(x as usize, y as usize))
+            .filter_map(|c| tint(c, run_colour(0)))
+            .fold(0.0f64, f64::max);
+        assert!(near > 0.6, "{near}");
     }
 
     #[test]
