@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{NetConfig, ReasoningNet};
 use crate::registry::{self, Axis};
 use crate::step::LoopedModel;
-use crate::train::trainer::TrainConfig;
+use crate::train::config::TrainConfig;
 use crate::{Device, Error, HaltingConfig, Result, ScheduleConfig, TargetConfig};
 
 /// A parsed experiment file.

@@ -9,6 +9,7 @@
 //! * [`model`]: the reasoning network's layers, exactly as the reference computes them.
 //! * [`schedule`], [`target`], [`halting`]: the three plugin axes.
 //! * [`registry`]: every plugin known to this binary, collected with `inventory`.
+//! * [`state`]: the batch, the carry and a step's outputs (plain data).
 //! * [`step`]: one supervision step with the ACT carry (reset, run, decode, halt).
 //! * [`weights`]: safetensors in and out, under the reference `state_dict` names.
 //! * [`reference`]: the reference PyTorch configuration dict, read as-is.
@@ -20,6 +21,7 @@ pub mod model;
 pub mod reference;
 pub mod registry;
 pub mod schedule;
+pub mod state;
 pub mod step;
 pub mod target;
 pub mod train;

@@ -1,9 +1,18 @@
 //! Every plugin this binary knows, collected at link time with `inventory`.
 //!
-//! A plugin file registers one [`PluginEntry`] next to its `#[typetag::serde]`
-//! config impl; `recursa plugins` prints them, and config errors list them.
+//! A plugin's config struct derives [`Plugin`], which registers one [`PluginEntry`]
+//! and its `#[typetag::serde]` config impl from the name written once;
+//! `recursa plugins` prints the entries, and config errors list them.
 
 use crate::{Error, Result};
+
+pub use recursa_macros::Plugin;
+
+/// The registered name of a plugin (the experiment file's `name = "..."`), implemented
+/// by `#[derive(Plugin)]`.
+pub trait Named {
+    fn name(&self) -> &'static str;
+}
 
 /// The three plugin axes of a looped model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -5,8 +5,10 @@ use std::fmt::Debug;
 use burn::tensor::{Int, Tensor};
 
 use crate::model::layers::Rope;
+use crate::model::Net;
 use crate::model::NetConfig;
-use crate::step::{Batch, Latents, Net, NoGrad};
+use crate::registry::Named;
+use crate::state::{Batch, Latents};
 use crate::{Result, B};
 
 /// The most cycles (T or n) a schedule may run per supervision step (the papers use 1-6).
@@ -31,9 +33,12 @@ impl NetCalls {
 /// Decides how the network is applied within one supervision step: given the
 /// carried latents (y = z_H, z = z_L) and the embedded question x, it returns the
 /// new latents. TRM, HRM, DIS and the direct baseline differ here.
-pub trait RecursionSchedule: Debug + Send + Sync {
-    /// The registered name of this schedule.
-    fn name(&self) -> &'static str;
+pub trait RecursionSchedule: Named + Debug + Send + Sync {
+    /// Rejects field values out of range, naming the field; runs when the
+    /// experiment file is read. Default: any values.
+    fn check_fields(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Checks that the network has what this schedule calls (e.g. an H level).
     fn check(&self, _net: &NetConfig) -> Result<()> {
@@ -66,6 +71,12 @@ pub trait RecursionSchedule: Debug + Send + Sync {
         None
     }
 
+    /// Whether x gets a learned step embedding of `net.step_embeddings` rows, which must
+    /// then be the supervision steps N + 2 (DIS). Default: no.
+    fn uses_step_embedding(&self) -> bool {
+        false
+    }
+
     /// Runs the recursion of one supervision step.
     fn recurse(
         &self,
@@ -81,50 +92,4 @@ pub trait RecursionSchedule: Debug + Send + Sync {
 pub trait ScheduleConfig: Debug + Send + Sync {
     /// Builds the schedule this config describes.
     fn build(&self) -> Result<Box<dyn RecursionSchedule>>;
-}
-
-/// TRM's deep recursion (paper, Figure 3), shared by every schedule built on it:
-/// T cycles of (n latent updates `z = net(z, y + x)`, then `y = net(y, z)`), the
-/// first T-1 cycles without gradient: they only improve (y, z) before the cycle
-/// that learns.
-pub fn deep_recursion(
-    net: &Net,
-    latents: Latents,
-    x: &Tensor<B, 3>,
-    rope: Option<&Rope<B>>,
-    t: usize,
-    n: usize,
-) -> Latents {
-    let mut latents = latents;
-    if t > 1 {
-        // The reference's `with torch.no_grad()` block.
-        let no_grad = NoGrad::new(net, rope);
-        let inner = no_grad.input_latents(latents);
-        let x = no_grad.input(x.clone());
-        let inner = cycles(&no_grad.net, inner, &x, no_grad.rope.as_ref(), t - 1, n);
-        latents = no_grad.output_latents(inner);
-    }
-    cycles(net, latents, x, rope, 1, n)
-}
-
-/// `cycles` times: n updates `z = net(z, y + x)`, then `y = net(y, z)`.
-fn cycles(
-    net: &Net,
-    latents: Latents,
-    x: &Tensor<B, 3>,
-    rope: Option<&Rope<B>>,
-    cycles: usize,
-    n: usize,
-) -> Latents {
-    let Latents {
-        z_h: mut y,
-        z_l: mut z,
-    } = latents;
-    for _ in 0..cycles {
-        for _ in 0..n {
-            z = net.l_level.forward(z, y.clone() + x.clone(), rope);
-        }
-        y = net.l_level.forward(y, z.clone(), rope);
-    }
-    Latents { z_h: y, z_l: z }
 }

@@ -10,171 +10,17 @@
 //!
 //! The carried latents are detached: no gradient flows between supervision steps.
 
-use std::borrow::Cow;
-
-use burn::module::AutodiffModule;
-use burn::tensor::{activation, Bool, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::halting::HaltInput;
-use crate::model::layers::Rope;
-use crate::model::ReasoningNet;
-use crate::{HaltingPolicy, RecursionSchedule, Result, SupervisionTarget, B};
-
-/// The network on recursa's backend.
-pub type Net = ReasoningNet<B>;
-
-/// A `torch.no_grad()` block: the network's copy and the conversions that run
-/// work without recording it for backward. On an autodiff device that is the
-/// network's inner (`valid()`) copy, so activations are freed as soon as they are
-/// used; elsewhere (evaluation) the network itself. Weights are shared, not copied.
-pub struct NoGrad<'a> {
-    /// The network to call inside the block (borrowed when it has no autodiff).
-    pub net: Cow<'a, Net>,
-    /// The RoPE tables on the block's backend.
-    pub rope: Option<Rope<B>>,
-    autodiff: bool,
-}
-
-impl<'a> NoGrad<'a> {
-    /// The block for `net` (on whatever device it lives) and its RoPE tables.
-    pub fn new(net: &'a Net, rope: Option<&Rope<B>>) -> Self {
-        let autodiff = is_autodiff(&net.h_init.val().device());
-        if !autodiff {
-            return NoGrad {
-                net: Cow::Borrowed(net),
-                rope: rope.cloned(),
-                autodiff,
-            };
-        }
-        NoGrad {
-            net: Cow::Owned(net.valid()),
-            rope: rope.map(|r| Rope {
-                cos: r.cos.clone().inner(),
-                sin: r.sin.clone().inner(),
-            }),
-            autodiff,
-        }
-    }
-
-    /// A float tensor brought into the block (its gradient history is left behind).
-    pub fn input<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
-        if self.autodiff {
-            t.inner()
-        } else {
-            t
-        }
-    }
-
-    /// A float tensor brought out of the block, as a constant of the outer graph.
-    pub fn output<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
-        if self.autodiff {
-            Tensor::from_inner(t)
-        } else {
-            t
-        }
-    }
-
-    /// Both latents brought into the block.
-    pub fn input_latents(&self, l: Latents) -> Latents {
-        Latents {
-            z_h: self.input(l.z_h),
-            z_l: self.input(l.z_l),
-        }
-    }
-
-    /// Both latents brought out of the block.
-    pub fn output_latents(&self, l: Latents) -> Latents {
-        Latents {
-            z_h: self.output(l.z_h),
-            z_l: self.output(l.z_l),
-        }
-    }
-}
-
-/// Whether `device` records operations for backward.
-pub fn is_autodiff(device: &crate::Device) -> bool {
-    matches!(device, crate::Device::Autodiff(_))
-}
-
-/// A batch of examples.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    /// Question tokens. `[batch, seq_len]`
-    pub inputs: Tensor<B, 2, Int>,
-    /// Answer tokens, `-100` where ignored. `[batch, seq_len]`
-    pub labels: Tensor<B, 2, Int>,
-    /// Puzzle identifier of each row (0 = blank). `[batch]`
-    pub puzzle_identifiers: Tensor<B, 1, Int>,
-}
-
-impl Batch {
-    /// Rows where `take` is set come from `new`, the others from `self`.
-    pub fn replace_rows(self, take: &Tensor<B, 1, Bool>, new: &Batch) -> Batch {
-        let [batch, seq] = self.inputs.dims();
-        let take2 = take.clone().unsqueeze_dim::<2>(1).expand([batch, seq]);
-        Batch {
-            inputs: self.inputs.mask_where(take2.clone(), new.inputs.clone()),
-            labels: self.labels.mask_where(take2, new.labels.clone()),
-            puzzle_identifiers: self
-                .puzzle_identifiers
-                .mask_where(take.clone(), new.puzzle_identifiers.clone()),
-        }
-    }
-}
-
-/// The carried latent states. `[batch, positions, hidden]` each.
-#[derive(Clone, Debug)]
-pub struct Latents {
-    /// y in the TRM paper: the current answer embedding (reference `z_H`).
-    pub z_h: Tensor<B, 3>,
-    /// z in the TRM paper: the latent reasoning state (reference `z_L`).
-    pub z_l: Tensor<B, 3>,
-}
-
-/// What survives from one supervision step to the next.
-#[derive(Clone, Debug)]
-pub struct Carry {
-    pub latents: Latents,
-    /// Supervision steps taken in the current episode. `[batch]`
-    pub steps: Tensor<B, 1, Int>,
-    /// Rows whose episode ended; they restart on the next step. `[batch]`
-    pub halted: Tensor<B, 1, Bool>,
-    /// The data each row is working on.
-    pub current_data: Batch,
-    /// Argmax of each row's last logits (DIS feeds it back as the question). `[batch, seq_len]`
-    pub preds: Tensor<B, 2, Int>,
-    /// The supervision target's per-episode state, if it keeps one.
-    pub episode: Option<Tensor<B, 3, Int>>,
-}
-
-/// Outputs of one supervision step.
-#[derive(Clone, Debug)]
-pub struct StepOutput {
-    /// `[batch, seq_len, vocab]`
-    pub logits: Tensor<B, 3>,
-    /// `[batch]`
-    pub q_halt_logits: Tensor<B, 1>,
-    /// `[batch]`
-    pub q_continue_logits: Tensor<B, 1>,
-    /// The labels this step is trained against (from the supervision target). `[batch, seq_len]`
-    pub target: Tensor<B, 2, Int>,
-    /// Per-row weight of this step's language-model loss, from the target. `[batch]`
-    pub target_weight: Option<Tensor<B, 1>>,
-    /// The question tokens fed to this step. `[batch, seq_len]`
-    pub question: Tensor<B, 2, Int>,
-    /// The step-embedding row used by each row, if any. `[batch]`
-    pub step_index: Option<Tensor<B, 1, Int>>,
-    /// Q-learning target for `q_continue` (halting policies that bootstrap it, in
-    /// training): `sigmoid(q_halt')` on a row's last step, else
-    /// `sigmoid(max(q_halt', q_continue'))`, where the primed logits come from one
-    /// more no-grad pass of the step on the new carry. `[batch]`
-    pub target_q_continue: Option<Tensor<B, 1>>,
-    /// The puzzle-embedding rows used (in training: the leaf whose gradient
-    /// trains the table), with their ids. `[batch, puzzle_emb_ndim]`, `[batch]`
-    pub puzzle: Option<(Tensor<B, 2>, Tensor<B, 1, Int>)>,
-}
+use crate::halting::HaltingPolicy;
+use crate::model::no_grad::NoGrad;
+use crate::model::{Net, NetConfig};
+use crate::schedule::RecursionSchedule;
+use crate::state::{Batch, Carry, HaltInput, Latents, StepOutput};
+use crate::target::SupervisionTarget;
+use crate::{Result, B};
 
 /// A looped model: one network plus a choice on each plugin axis.
 #[derive(Debug)]
@@ -183,6 +29,34 @@ pub struct LoopedModel {
     pub schedule: Box<dyn RecursionSchedule>,
     pub target: Box<dyn SupervisionTarget>,
     pub halting: Box<dyn HaltingPolicy>,
+}
+
+/// DIS's N is given in up to three places (the halting policy's steps, the target's
+/// path length, the step-embedding rows N + 2); all that are given must agree.
+fn check_supervision_steps(
+    net: &NetConfig,
+    schedule: &dyn RecursionSchedule,
+    target: &dyn SupervisionTarget,
+    halting: &dyn HaltingPolicy,
+) -> Result<()> {
+    let n = halting.max_steps();
+    let target_n = target.steps();
+    let rows = schedule
+        .uses_step_embedding()
+        .then_some(net.step_embeddings);
+    if target_n.is_none_or(|t| t == n) && rows.is_none_or(|r| r == n + 2) {
+        return Ok(());
+    }
+    let mut given = vec![format!("halting: {n} supervision steps")];
+    given.extend(target_n.map(|t| format!("target.steps = {t}")));
+    given.extend(rows.map(|r| format!("net.step_embeddings = {r} (N + 2)")));
+    Err(crate::Error::config(
+        "halting",
+        format!(
+            "{}: they must agree on N, the supervision steps of an episode",
+            given.join(", ")
+        ),
+    ))
 }
 
 /// Per-run state a step needs besides the carry: mode and the halting random stream.
@@ -219,6 +93,7 @@ impl LoopedModel {
     ) -> Result<Self> {
         schedule.check(&net.config)?;
         target.check(&net.config)?;
+        check_supervision_steps(&net.config, &*schedule, &*target, &*halting)?;
         Ok(LoopedModel {
             net,
             schedule,
@@ -315,7 +190,7 @@ impl LoopedModel {
         let puzzle = net.puzzle_rows(data.puzzle_identifiers.clone(), ctx.training);
         let question = self.schedule.question(&data, &steps, &carry.preds);
         let step_index = self.schedule.step_index(&net.config, &steps);
-        let x = net.input_embeddings(question.clone(), puzzle.clone(), step_index.clone());
+        let x = net.input_embeddings(question, puzzle.clone(), step_index);
         let rope = net.rope(&x.device());
         let latents = self
             .schedule
@@ -325,25 +200,24 @@ impl LoopedModel {
         let (q_halt_logits, q_continue_logits) = net.q_head(latents.z_h.clone());
 
         let steps = steps + 1;
-        let target_q_continue = (ctx.training && self.halting.bootstraps_q()).then(|| {
-            // One more step without gradient (the reference's `torch.no_grad()`);
-            // no replay buffer or target network, as the reference (PQN-style).
-            let no_grad = NoGrad::new(net, rope.as_ref());
-            let next = self.schedule.recurse(
-                &no_grad.net,
-                no_grad.input_latents(latents.clone()),
-                no_grad.input(x.clone()),
-                no_grad.rope.as_ref(),
-            );
-            let (next_halt, next_continue) = no_grad.net.q_head(next.z_h);
-            let (next_halt, next_continue) =
-                (no_grad.output(next_halt), no_grad.output(next_continue));
-            let is_last = steps
-                .clone()
-                .greater_equal_elem(self.halting.max_steps() as i64);
-            let best = next_halt.clone().max_pair(next_continue);
-            activation::sigmoid(best.mask_where(is_last, next_halt))
-        });
+        let target_q_continue = if ctx.training {
+            // The halting policy's hook (act-q): one more step without gradient (the
+            // reference's `torch.no_grad()`), run only if the policy asks for it.
+            let mut next_q = || {
+                let no_grad = NoGrad::new(net, rope.as_ref());
+                let next = self.schedule.recurse(
+                    &no_grad.net,
+                    no_grad.input_latents(latents.clone()),
+                    no_grad.input(x.clone()),
+                    no_grad.rope.as_ref(),
+                );
+                let (next_halt, next_continue) = no_grad.net.q_head(next.z_h);
+                (no_grad.output(next_halt), no_grad.output(next_continue))
+            };
+            self.halting.continue_target(&steps, &mut next_q)
+        } else {
+            None
+        };
         let target = self.target.target(&data, episode.as_ref(), &steps);
         let target_weight = self.target.weight(&steps);
         let preds = logits.clone().detach().argmax(2).squeeze_dim(2);
@@ -374,8 +248,6 @@ impl LoopedModel {
             q_continue_logits,
             target,
             target_weight,
-            question,
-            step_index,
             target_q_continue,
             puzzle: puzzle.map(|rows| (rows, carry_data_ids)),
         };

@@ -5,14 +5,18 @@ use std::fmt::Debug;
 use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use crate::step::Batch;
+use crate::registry::Named;
+use crate::state::Batch;
 use crate::{Result, B};
 
 /// Gives the labels a supervision step is trained against. TRM and HRM use the
 /// final answer at every step; DIS reveals the answer gradually along a path.
-pub trait SupervisionTarget: Debug + Send + Sync {
-    /// The registered name of this target.
-    fn name(&self) -> &'static str;
+pub trait SupervisionTarget: Named + Debug + Send + Sync {
+    /// Rejects field values out of range, naming the field; runs when the
+    /// experiment file is read. Default: any values.
+    fn check_fields(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Per-episode state drawn for every row of `data` (DIS: a random order of the
     /// cells to reveal, `[batch, frames, seq_len]`). The step keeps it only for rows
@@ -36,6 +40,12 @@ pub trait SupervisionTarget: Debug + Send + Sync {
     /// say), naming the field. Default: any network.
     fn check(&self, _net: &crate::model::NetConfig) -> Result<()> {
         Ok(())
+    }
+
+    /// N, the supervision steps this target's sequence of targets spans (DIS: frames
+    /// 0..=N), which the halting policy must then run. Default: none (any number).
+    fn steps(&self) -> Option<usize> {
+        None
     }
 
     /// A per-row weight of this step's language-model loss (DIS paper: rising

@@ -11,8 +11,6 @@ pub mod tasks;
 pub mod tolerance;
 pub mod train;
 pub mod verify;
-pub mod verify_dis;
-pub mod verify_train;
 
 // Link every plugin into whatever uses this library (inventory/typetag registrations).
 use recursa_plugins as _;

@@ -493,7 +493,7 @@ fn import_torch(
 ) -> recursa_core::Result<bool> {
     let experiment = ExperimentConfig::load(config)?;
     let device = recursa_backends::device("cpu")?;
-    let mut net = recursa_core::step::Net::new(&experiment.net, experiment.seed, &device)?;
+    let mut net = recursa_core::model::Net::new(&experiment.net, experiment.seed, &device)?;
     let report = recursa_core::weights::import_torch(&mut net, checkpoint)?;
     if let Some((found, expected)) = &report.puzzle_table_reset {
         eprintln!("puzzle embedding table {found:?} replaced by its mean row repeated to {expected:?} (as pretrain.py does)");

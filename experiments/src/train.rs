@@ -6,7 +6,8 @@ use recursa_core::experiment::{
     parse_table, read_table, DataConfig, ExperimentConfig, Origin, Override,
 };
 use recursa_core::train::data::{check_split, data_error, rows, PuzzleSplit};
-use recursa_core::train::trainer::{fit, EvalResult, Trainer};
+use recursa_core::train::fit::fit;
+use recursa_core::train::trainer::{EvalResult, Trainer};
 use recursa_core::{Error, Result};
 use recursa_data::arc_eval::{ArcEvalOptions, ArcEvaluator};
 

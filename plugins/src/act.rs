@@ -5,57 +5,48 @@
 //! but not before a random minimum drawn with probability `exploration`
 //! (uniform in 2..=max_steps). In evaluation every row runs `max_steps`.
 
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use recursa_core::halting::{act_halted, check_act_settings, HaltInput};
-use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::step::StepOutput;
+use recursa_core::error::check_count;
+use recursa_core::halting::MAX_STEPS;
+use recursa_core::registry::Plugin;
+use recursa_core::state::{HaltInput, StepOutput};
 use recursa_core::train::loss::bce_with_logits_sum;
-use recursa_core::{HaltingConfig, HaltingPolicy, Result, B};
+use recursa_core::{Error, HaltingPolicy, Result, B};
 use serde::{Deserialize, Serialize};
 
 fn default_true() -> bool {
     true
 }
 
+/// ACT: halt at max_steps or when q_halt > 0 (training), with exploration; evaluation
+/// runs max_steps
+///
 /// Adaptive computation time with a learned halting head (reference `ACTLossHead` halting).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(halting = "act-halt")]
 pub struct ActHalt {
-    /// N_sup: the most supervision steps (reference `halt_max_steps`; 16).
+    /// most supervision steps (reference halt_max_steps)
+    ///
+    /// N_sup; TRM 16.
     pub max_steps: usize,
-    /// Probability of a random minimum number of steps (reference `halt_exploration_prob`; 0.1).
+    /// probability of a random minimum of 2..=max_steps (default 0)
+    ///
+    /// Reference `halt_exploration_prob`; TRM 0.1.
     #[serde(default)]
     pub exploration: f64,
-    /// Halt on `q_halt > 0` alone (true, TRM) or on `q_halt > q_continue` (false, HRM).
+    /// halt on q_halt > 0 (true, default) or q_halt > q_continue
+    ///
+    /// True: TRM; false: HRM.
     #[serde(default = "default_true")]
     pub no_act_continue: bool,
 }
 
-inventory::submit! {
-    PluginEntry {
-        name: "act-halt",
-        axis: Axis::Halting,
-        doc: "ACT: halt at max_steps or when q_halt > 0 (training), with exploration; evaluation runs max_steps",
-        fields: &[
-            Field { name: "max_steps", doc: "most supervision steps (reference halt_max_steps)" },
-            Field { name: "exploration", doc: "probability of a random minimum of 2..=max_steps (default 0)" },
-            Field { name: "no_act_continue", doc: "halt on q_halt > 0 (true, default) or q_halt > q_continue" },
-        ],
-    }
-}
-
-#[typetag::serde(name = "act-halt")]
-impl HaltingConfig for ActHalt {
-    fn build(&self) -> Result<Box<dyn HaltingPolicy>> {
-        check_act_settings(self.max_steps, self.exploration)?;
-        Ok(Box::new(self.clone()))
-    }
-}
-
 impl HaltingPolicy for ActHalt {
-    fn name(&self) -> &'static str {
-        "act-halt"
+    fn check_fields(&self) -> Result<()> {
+        check_act_settings(self.max_steps, self.exploration)
     }
 
     fn max_steps(&self) -> usize {
@@ -81,4 +72,54 @@ impl HaltingPolicy for ActHalt {
         let q_halt = bce_with_logits_sum(out.q_halt_logits.clone(), seq_is_correct.clone());
         (Some(q_halt), None)
     }
+}
+
+/// ACT halting as the reference computes it: in evaluation (or with one step) a
+/// row halts at `max_steps`; in training also when it wants to (`q_halt > 0`, or
+/// `q_halt > q_continue` with `compare_continue`), but not before a random
+/// minimum in 2..=max_steps drawn with probability `exploration`.
+pub fn act_halted(
+    input: &HaltInput,
+    max_steps: usize,
+    exploration: f64,
+    compare_continue: bool,
+    rng: &mut ChaCha8Rng,
+) -> Tensor<B, 1, Bool> {
+    let is_last = input.steps.clone().greater_equal_elem(max_steps as i64);
+    if !input.training || max_steps <= 1 {
+        return is_last;
+    }
+    let wants_halt = if compare_continue {
+        input.q_halt.clone().greater(input.q_continue.clone())
+    } else {
+        input.q_halt.clone().greater_elem(0.0)
+    };
+    let halted = is_last.bool_or(wants_halt);
+    let rows = input.steps.dims()[0];
+    let min_steps: Vec<i32> = (0..rows)
+        .map(|_| {
+            let explore = rng.random::<f64>() < exploration;
+            let minimum = rng.random_range(2..=max_steps as i32);
+            if explore {
+                minimum
+            } else {
+                0
+            }
+        })
+        .collect();
+    let device = input.steps.device();
+    let min_steps = Tensor::<B, 1, Int>::from_data(TensorData::new(min_steps, [rows]), &device);
+    halted.bool_and(input.steps.clone().greater_equal(min_steps))
+}
+
+/// Checks the settings every ACT policy shares, naming the field.
+pub fn check_act_settings(max_steps: usize, exploration: f64) -> Result<()> {
+    check_count("halting.max_steps", max_steps, MAX_STEPS)?;
+    if !(0.0..=1.0).contains(&exploration) {
+        return Err(Error::config(
+            "halting.exploration",
+            format!("{exploration}: must be in [0, 1]"),
+        ));
+    }
+    Ok(())
 }

@@ -10,49 +10,34 @@
 //! values from a function returning three and crashes; this is what it intends,
 //! and what HRM's code does.
 
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{activation, Bool, Int, Tensor};
 use rand_chacha::ChaCha8Rng;
-use recursa_core::halting::{act_halted, check_act_settings, HaltInput};
-use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::step::StepOutput;
+use recursa_core::registry::Plugin;
+use recursa_core::state::{HaltInput, StepOutput};
 use recursa_core::train::loss::bce_with_logits_sum;
-use recursa_core::{HaltingConfig, HaltingPolicy, Result, B};
+use recursa_core::{HaltingPolicy, Result, B};
 use serde::{Deserialize, Serialize};
 
-/// ACT with a Q-learned continue logit (HRM).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+use crate::act::{act_halted, check_act_settings};
+
+/// ACT with Q-learning: halt when q_halt > q_continue (training); q_continue learns a
+/// bootstrapped target (HRM)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(halting = "act-q")]
 pub struct ActQ {
-    /// N_sup: the most supervision steps (reference `halt_max_steps`).
+    /// most supervision steps (reference halt_max_steps)
     pub max_steps: usize,
-    /// Probability of a random minimum number of steps (reference `halt_exploration_prob`).
+    /// probability of a random minimum of 2..=max_steps (default 0)
+    ///
+    /// Reference `halt_exploration_prob`.
     #[serde(default)]
     pub exploration: f64,
 }
 
-inventory::submit! {
-    PluginEntry {
-        name: "act-q",
-        axis: Axis::Halting,
-        doc: "ACT with Q-learning: halt when q_halt > q_continue (training); q_continue learns a bootstrapped target (HRM)",
-        fields: &[
-            Field { name: "max_steps", doc: "most supervision steps (reference halt_max_steps)" },
-            Field { name: "exploration", doc: "probability of a random minimum of 2..=max_steps (default 0)" },
-        ],
-    }
-}
-
-#[typetag::serde(name = "act-q")]
-impl HaltingConfig for ActQ {
-    fn build(&self) -> Result<Box<dyn HaltingPolicy>> {
-        check_act_settings(self.max_steps, self.exploration)?;
-        Ok(Box::new(self.clone()))
-    }
-}
-
 impl HaltingPolicy for ActQ {
-    fn name(&self) -> &'static str {
-        "act-q"
+    fn check_fields(&self) -> Result<()> {
+        check_act_settings(self.max_steps, self.exploration)
     }
 
     fn max_steps(&self) -> usize {
@@ -63,8 +48,23 @@ impl HaltingPolicy for ActQ {
         act_halted(input, self.max_steps, self.exploration, true, rng)
     }
 
-    fn bootstraps_q(&self) -> bool {
-        true
+    fn extra_passes(&self) -> usize {
+        1
+    }
+
+    /// The Q-learning target: `sigmoid(q_halt')` on a row's last step, else
+    /// `sigmoid(max(q_halt', q_continue'))`, the primed logits from one more pass without
+    /// gradient on the new carry. No replay buffer or target network, as the reference
+    /// (PQN-style).
+    fn continue_target(
+        &self,
+        steps: &Tensor<B, 1, Int>,
+        next_q: &mut dyn FnMut() -> (Tensor<B, 1>, Tensor<B, 1>),
+    ) -> Option<Tensor<B, 1>> {
+        let (next_halt, next_continue) = next_q();
+        let is_last = steps.clone().greater_equal_elem(self.max_steps as i64);
+        let best = next_halt.clone().max_pair(next_continue);
+        Some(activation::sigmoid(best.mask_where(is_last, next_halt)))
     }
 
     fn q_loss(

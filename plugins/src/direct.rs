@@ -4,39 +4,24 @@
 
 use burn::tensor::Tensor;
 use recursa_core::model::layers::Rope;
+use recursa_core::model::Net;
 use recursa_core::model::NetConfig;
-use recursa_core::registry::{Axis, PluginEntry};
+use recursa_core::registry::Plugin;
 use recursa_core::schedule::NetCalls;
-use recursa_core::step::{Latents, Net};
-use recursa_core::{Error, RecursionSchedule, Result, ScheduleConfig, B};
+use recursa_core::state::Latents;
+use recursa_core::{Error, RecursionSchedule, Result, B};
 use serde::{Deserialize, Serialize};
 
+/// direct-prediction baseline: y = f_H(y, x) once per supervision step (transformer
+/// baseline)
+///
 /// One network call per supervision step; no latent z.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(schedule = "direct")]
 pub struct Direct {}
 
-inventory::submit! {
-    PluginEntry {
-        name: "direct",
-        axis: Axis::Schedule,
-        doc: "direct-prediction baseline: y = f_H(y, x) once per supervision step (transformer baseline)",
-        fields: &[],
-    }
-}
-
-#[typetag::serde(name = "direct")]
-impl ScheduleConfig for Direct {
-    fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
-        Ok(Box::new(self.clone()))
-    }
-}
-
 impl RecursionSchedule for Direct {
-    fn name(&self) -> &'static str {
-        "direct"
-    }
-
     fn check(&self, net: &NetConfig) -> Result<()> {
         if net.h_layers == 0 {
             return Err(Error::config(

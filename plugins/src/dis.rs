@@ -22,15 +22,16 @@ use rand_chacha::ChaCha8Rng;
 use recursa_core::error::check_count;
 use recursa_core::halting::MAX_STEPS;
 use recursa_core::model::layers::Rope;
+use recursa_core::model::Net;
 use recursa_core::model::NetConfig;
-use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::schedule::{deep_recursion, NetCalls, MAX_CYCLES};
-use recursa_core::step::{Batch, Latents, Net};
+use recursa_core::registry::Plugin;
+use recursa_core::schedule::{NetCalls, MAX_CYCLES};
+use recursa_core::state::{Batch, Latents};
 use recursa_core::train::loss::IGNORE_LABEL_ID;
-use recursa_core::{
-    Error, RecursionSchedule, Result, ScheduleConfig, SupervisionTarget, TargetConfig, B,
-};
+use recursa_core::{Error, RecursionSchedule, Result, SupervisionTarget, B};
 use serde::{Deserialize, Serialize};
+
+use crate::trm::deep_recursion;
 
 fn d_one() -> usize {
     1
@@ -39,42 +40,24 @@ fn d_two() -> usize {
     2
 }
 
-/// DIS's schedule: deep recursion on a step-embedded x built from the previous prediction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// DIS: deep recursion (T=1, n=2) with a step embedding in x and the previous argmax fed
+/// as the question
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(schedule = "dis")]
 pub struct Dis {
-    /// T: cycles per supervision step (DIS: 1).
+    /// T, cycles per supervision step (default 1)
     #[serde(default = "d_one")]
     pub h_cycles: usize,
-    /// n: latent updates per cycle (DIS: 2).
+    /// n, latent updates per cycle (default 2)
     #[serde(default = "d_two")]
     pub l_cycles: usize,
 }
 
-inventory::submit! {
-    PluginEntry {
-        name: "dis",
-        axis: Axis::Schedule,
-        doc: "DIS: deep recursion (T=1, n=2) with a step embedding in x and the previous argmax fed as the question",
-        fields: &[
-            Field { name: "h_cycles", doc: "T, cycles per supervision step (default 1)" },
-            Field { name: "l_cycles", doc: "n, latent updates per cycle (default 2)" },
-        ],
-    }
-}
-
-#[typetag::serde(name = "dis")]
-impl ScheduleConfig for Dis {
-    fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
-        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
-        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)?;
-        Ok(Box::new(self.clone()))
-    }
-}
-
 impl RecursionSchedule for Dis {
-    fn name(&self) -> &'static str {
-        "dis"
+    fn check_fields(&self) -> Result<()> {
+        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
+        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)
     }
 
     fn check(&self, net: &NetConfig) -> Result<()> {
@@ -85,6 +68,10 @@ impl RecursionSchedule for Dis {
             ));
         }
         Ok(())
+    }
+
+    fn uses_step_embedding(&self) -> bool {
+        true
     }
 
     fn calls_per_step(&self) -> NetCalls {
@@ -132,11 +119,15 @@ impl RecursionSchedule for Dis {
     }
 }
 
-/// DIS's target: frame k of a random linear path from the input to the answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// DIS (authors' code): step k reveals floor(k*n_diff/N) of the cells where input and
+/// answer differ, in a random order per episode
+#[derive(Clone, Debug, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(target = "dis-linear-path")]
 pub struct DisLinearPath {
-    /// N: supervision steps the path spans (frames 0..=N; DIS: 6).
+    /// N, supervision steps the path spans (DIS: 6)
+    ///
+    /// Frames 0..=N.
     pub steps: usize,
     /// Paths to use instead of drawing them (e.g. to replay a reference rollout),
     /// `[batch, steps + 1, seq_len]`.
@@ -147,23 +138,6 @@ pub struct DisLinearPath {
 impl PartialEq for DisLinearPath {
     fn eq(&self, other: &Self) -> bool {
         self.steps == other.steps
-    }
-}
-
-inventory::submit! {
-    PluginEntry {
-        name: "dis-linear-path",
-        axis: Axis::Target,
-        doc: "DIS (authors' code): step k reveals floor(k*n_diff/N) of the cells where input and answer differ, in a random order per episode",
-        fields: &[Field { name: "steps", doc: "N, supervision steps the path spans (DIS: 6)" }],
-    }
-}
-
-#[typetag::serde(name = "dis-linear-path")]
-impl TargetConfig for DisLinearPath {
-    fn build(&self) -> Result<Box<dyn SupervisionTarget>> {
-        check_count("target.steps", self.steps, MAX_STEPS)?;
-        Ok(Box::new(self.clone()))
     }
 }
 
@@ -198,8 +172,12 @@ pub fn linear_paths(
 }
 
 impl SupervisionTarget for DisLinearPath {
-    fn name(&self) -> &'static str {
-        "dis-linear-path"
+    fn check_fields(&self) -> Result<()> {
+        check_count("target.steps", self.steps, MAX_STEPS)
+    }
+
+    fn steps(&self) -> Option<usize> {
+        Some(self.steps)
     }
 
     fn start(&self, data: &Batch, rng: &mut ChaCha8Rng) -> Option<Tensor<B, 3, Int>> {

@@ -14,10 +14,10 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use recursa_core::error::check_count;
 use recursa_core::halting::MAX_STEPS;
-use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::step::Batch;
+use recursa_core::registry::Plugin;
+use recursa_core::state::Batch;
 use recursa_core::train::loss::IGNORE_LABEL_ID;
-use recursa_core::{Error, Result, SupervisionTarget, TargetConfig, B};
+use recursa_core::{Error, Result, SupervisionTarget, B};
 use serde::{Deserialize, Serialize};
 
 /// How a corrupted cell is shown to the loss.
@@ -34,39 +34,30 @@ fn d_tokens() -> [i32; 2] {
     [2, 12]
 }
 
-/// The paper-text DIS target: linearly decreasing corruption of the answer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// DIS (paper text): the answer corrupted (mask or replace) at rate 1-k/N at step k,
+/// optional rising step weights
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(target = "dis-corrupt")]
 pub struct DisCorrupt {
-    /// N: supervision steps; step N is clean.
+    /// N, supervision steps; step N is clean
     pub steps: usize,
-    /// `mask` or `replace`.
+    /// mask (no loss on corrupted cells) or replace (random token)
     pub corruption: Corruption,
-    /// Token range `[low, high)` for replacement (default ARC colours [2, 12)).
+    /// [low, high) of replacement tokens (default [2, 12])
+    ///
+    /// The default is the ARC colours.
     #[serde(default = "d_tokens")]
     pub replace_tokens: [i32; 2],
-    /// Weight step k's loss by 2k/(N+1) (mean 1), so later steps count more.
+    /// weight step k's loss by 2k/(N+1) (default false)
+    ///
+    /// The weights average 1, so later steps count more.
     #[serde(default)]
     pub step_weights: bool,
 }
 
-inventory::submit! {
-    PluginEntry {
-        name: "dis-corrupt",
-        axis: Axis::Target,
-        doc: "DIS (paper text): the answer corrupted (mask or replace) at rate 1-k/N at step k, optional rising step weights",
-        fields: &[
-            Field { name: "steps", doc: "N, supervision steps; step N is clean" },
-            Field { name: "corruption", doc: "mask (no loss on corrupted cells) or replace (random token)" },
-            Field { name: "replace_tokens", doc: "[low, high) of replacement tokens (default [2, 12])" },
-            Field { name: "step_weights", doc: "weight step k's loss by 2k/(N+1) (default false)" },
-        ],
-    }
-}
-
-#[typetag::serde(name = "dis-corrupt")]
-impl TargetConfig for DisCorrupt {
-    fn build(&self) -> Result<Box<dyn SupervisionTarget>> {
+impl SupervisionTarget for DisCorrupt {
+    fn check_fields(&self) -> Result<()> {
         check_count("target.steps", self.steps, MAX_STEPS)?;
         let [low, high] = self.replace_tokens;
         if low < 0 || low >= high {
@@ -75,13 +66,7 @@ impl TargetConfig for DisCorrupt {
                 format!("[{low}, {high}]: needs 0 <= low < high"),
             ));
         }
-        Ok(Box::new(self.clone()))
-    }
-}
-
-impl SupervisionTarget for DisCorrupt {
-    fn name(&self) -> &'static str {
-        "dis-corrupt"
+        Ok(())
     }
 
     fn check(&self, net: &recursa_core::model::NetConfig) -> Result<()> {
@@ -93,6 +78,10 @@ impl SupervisionTarget for DisCorrupt {
             ));
         }
         Ok(())
+    }
+
+    fn steps(&self) -> Option<usize> {
+        Some(self.steps)
     }
 
     /// Per row: the order in which cells stop being corrupted, and the replacement tokens.

@@ -1,37 +1,18 @@
 //! The final answer as the target of every supervision step (TRM, HRM).
 
 use burn::tensor::{Int, Tensor};
-use recursa_core::registry::{Axis, PluginEntry};
-use recursa_core::step::Batch;
-use recursa_core::{Result, SupervisionTarget, TargetConfig, B};
+use recursa_core::registry::Plugin;
+use recursa_core::state::Batch;
+use recursa_core::{SupervisionTarget, B};
 use serde::{Deserialize, Serialize};
 
-/// Every supervision step is trained against the labels.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// every supervision step is trained against the final answer (TRM, HRM)
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(target = "final-answer")]
 pub struct FinalAnswer {}
 
-inventory::submit! {
-    PluginEntry {
-        name: "final-answer",
-        axis: Axis::Target,
-        doc: "every supervision step is trained against the final answer (TRM, HRM)",
-        fields: &[],
-    }
-}
-
-#[typetag::serde(name = "final-answer")]
-impl TargetConfig for FinalAnswer {
-    fn build(&self) -> Result<Box<dyn SupervisionTarget>> {
-        Ok(Box::new(self.clone()))
-    }
-}
-
 impl SupervisionTarget for FinalAnswer {
-    fn name(&self) -> &'static str {
-        "final-answer"
-    }
-
     fn target(
         &self,
         data: &Batch,

@@ -16,47 +16,31 @@
 use burn::tensor::Tensor;
 use recursa_core::error::check_count;
 use recursa_core::model::layers::Rope;
+use recursa_core::model::no_grad::NoGrad;
+use recursa_core::model::Net;
 use recursa_core::model::NetConfig;
-use recursa_core::registry::{Axis, Field, PluginEntry};
+use recursa_core::registry::Plugin;
 use recursa_core::schedule::{NetCalls, MAX_CYCLES};
-use recursa_core::step::{Latents, Net, NoGrad};
-use recursa_core::{Error, RecursionSchedule, Result, ScheduleConfig, B};
+use recursa_core::state::Latents;
+use recursa_core::{Error, RecursionSchedule, Result, B};
 use serde::{Deserialize, Serialize};
 
-/// HRM's schedule: N high cycles of T low updates, 1-step gradient.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// HRM: N high cycles of T updates z_L = f_L(z_L, z_H + x), each closed by
+/// z_H = f_H(z_H, z_L); 1-step gradient
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(schedule = "hrm")]
 pub struct Hrm {
-    /// N: high-level cycles per supervision step (reference `H_cycles`).
+    /// N, high-level cycles (reference H_cycles)
     pub h_cycles: usize,
-    /// T: low-level updates per high cycle (reference `L_cycles`).
+    /// T, low-level updates per cycle (reference L_cycles)
     pub l_cycles: usize,
 }
 
-inventory::submit! {
-    PluginEntry {
-        name: "hrm",
-        axis: Axis::Schedule,
-        doc: "HRM: N high cycles of T updates z_L = f_L(z_L, z_H + x), each closed by z_H = f_H(z_H, z_L); 1-step gradient",
-        fields: &[
-            Field { name: "h_cycles", doc: "N, high-level cycles (reference H_cycles)" },
-            Field { name: "l_cycles", doc: "T, low-level updates per cycle (reference L_cycles)" },
-        ],
-    }
-}
-
-#[typetag::serde(name = "hrm")]
-impl ScheduleConfig for Hrm {
-    fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
-        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
-        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)?;
-        Ok(Box::new(self.clone()))
-    }
-}
-
 impl RecursionSchedule for Hrm {
-    fn name(&self) -> &'static str {
-        "hrm"
+    fn check_fields(&self) -> Result<()> {
+        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
+        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)
     }
 
     fn check(&self, net: &NetConfig) -> Result<()> {

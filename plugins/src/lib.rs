@@ -1,6 +1,9 @@
-//! recursa's plugins, one file each. Every file registers its config with
-//! `#[typetag::serde]` and its entry with `inventory::submit!`, so linking this
+//! recursa's plugins, one file each. Each config struct derives
+//! [`Plugin`](recursa_core::registry::Plugin) with its name written once, which
+//! registers it (an `inventory` entry and a `typetag` config), so linking this
 //! crate (`use recursa_plugins as _;`) is all it takes to make them available.
+//! A plugin may build on another of this crate: DIS on TRM's [`trm::deep_recursion`],
+//! act-q on ACT's [`act::act_halted`].
 //!
 //! | file              | axis     | name           |
 //! |-------------------|----------|----------------|

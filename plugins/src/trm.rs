@@ -15,47 +15,34 @@
 use burn::tensor::Tensor;
 use recursa_core::error::check_count;
 use recursa_core::model::layers::Rope;
+use recursa_core::model::no_grad::NoGrad;
+use recursa_core::model::Net;
 use recursa_core::model::NetConfig;
-use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::schedule::{deep_recursion, NetCalls, MAX_CYCLES};
-use recursa_core::step::{Latents, Net};
-use recursa_core::{RecursionSchedule, Result, ScheduleConfig, B};
+use recursa_core::registry::Plugin;
+use recursa_core::schedule::{NetCalls, MAX_CYCLES};
+use recursa_core::state::Latents;
+use recursa_core::{RecursionSchedule, Result, B};
 use serde::{Deserialize, Serialize};
 
-/// TRM's schedule: T cycles of (n z-updates, one y-update); T-1 cycles without gradient.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// TRM: T cycles of (n updates z = net(z, y + x), then y = net(y, z)); the first T-1 cycles without gradient
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(schedule = "trm")]
 pub struct Trm {
-    /// T: cycles per supervision step (reference `H_cycles`; ARC 3).
+    /// T, cycles per supervision step (reference H_cycles)
+    ///
+    /// ARC 3.
     pub h_cycles: usize,
-    /// n: latent updates per cycle (reference `L_cycles`; ARC 4 or 6, Sudoku 6).
+    /// n, latent updates per cycle (reference L_cycles)
+    ///
+    /// ARC 4 or 6, Sudoku 6.
     pub l_cycles: usize,
 }
 
-inventory::submit! {
-    PluginEntry {
-        name: "trm",
-        axis: Axis::Schedule,
-        doc: "TRM: T cycles of (n updates z = net(z, y + x), then y = net(y, z)); the first T-1 cycles without gradient",
-        fields: &[
-            Field { name: "h_cycles", doc: "T, cycles per supervision step (reference H_cycles)" },
-            Field { name: "l_cycles", doc: "n, latent updates per cycle (reference L_cycles)" },
-        ],
-    }
-}
-
-#[typetag::serde(name = "trm")]
-impl ScheduleConfig for Trm {
-    fn build(&self) -> Result<Box<dyn RecursionSchedule>> {
-        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
-        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)?;
-        Ok(Box::new(self.clone()))
-    }
-}
-
 impl RecursionSchedule for Trm {
-    fn name(&self) -> &'static str {
-        "trm"
+    fn check_fields(&self) -> Result<()> {
+        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
+        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)
     }
 
     fn check(&self, _net: &NetConfig) -> Result<()> {
@@ -82,4 +69,50 @@ impl RecursionSchedule for Trm {
     ) -> Latents {
         deep_recursion(net, latents, &x, rope, self.h_cycles, self.l_cycles)
     }
+}
+
+/// TRM's deep recursion (paper, Figure 3; reference `inner.forward`), which DIS builds on:
+/// T cycles of (n latent updates `z = net(z, y + x)`, then `y = net(y, z)`), the
+/// first T-1 cycles without gradient: they only improve (y, z) before the cycle
+/// that learns.
+pub fn deep_recursion(
+    net: &Net,
+    latents: Latents,
+    x: &Tensor<B, 3>,
+    rope: Option<&Rope<B>>,
+    t: usize,
+    n: usize,
+) -> Latents {
+    let mut latents = latents;
+    if t > 1 {
+        // The reference's `with torch.no_grad()` block.
+        let no_grad = NoGrad::new(net, rope);
+        let inner = no_grad.input_latents(latents);
+        let x = no_grad.input(x.clone());
+        let inner = cycles(&no_grad.net, inner, &x, no_grad.rope.as_ref(), t - 1, n);
+        latents = no_grad.output_latents(inner);
+    }
+    cycles(net, latents, x, rope, 1, n)
+}
+
+/// `cycles` times: n updates `z = net(z, y + x)`, then `y = net(y, z)`.
+fn cycles(
+    net: &Net,
+    latents: Latents,
+    x: &Tensor<B, 3>,
+    rope: Option<&Rope<B>>,
+    cycles: usize,
+    n: usize,
+) -> Latents {
+    let Latents {
+        z_h: mut y,
+        z_l: mut z,
+    } = latents;
+    for _ in 0..cycles {
+        for _ in 0..n {
+            z = net.l_level.forward(z, y.clone() + x.clone(), rope);
+        }
+        y = net.l_level.forward(y, z.clone(), rope);
+    }
+    Latents { z_h: y, z_l: z }
 }

@@ -11,7 +11,8 @@
 
 use burn::module::AutodiffModule;
 use recursa_core::experiment::ExperimentConfig;
-use recursa_core::step::{Batch, StepContext};
+use recursa_core::state::Batch;
+use recursa_core::step::StepContext;
 use recursa_core::train::data::HostBatch;
 use recursa_core::train::trainer::Trainer;
 use recursa_core::weights::net_state_dict;

@@ -6,8 +6,10 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use recursa_core::model::Net;
 use recursa_core::model::{NetConfig, PosEncoding};
-use recursa_core::step::{Batch, LoopedModel, Net, StepContext};
+use recursa_core::state::Batch;
+use recursa_core::step::{LoopedModel, StepContext};
 use recursa_core::weights::{net_state_dict, save_net_file};
 use recursa_core::{Device, B};
 use recursa_plugins::{ActHalt, FinalAnswer, Trm};

@@ -3,7 +3,7 @@
 //! `tests/fixtures/torch/make_checkpoint.py` from the reference fixture's weights,
 //! with the puzzle table cut to 7 rows.
 
-use recursa::verify::Fixture;
+use recursa::verify::compare::Fixture;
 use recursa_core::model::ReasoningNet;
 use recursa_core::weights::{import_torch, net_state_dict, read_f32};
 use recursa_core::B;

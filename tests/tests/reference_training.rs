@@ -2,7 +2,8 @@
 //! (losses, metrics, carry, every gradient, AdamATan2 and SignSGD on the stored
 //! gradients, and all of train step 2), through the code of `recursa verify-reference`.
 
-use recursa::verify::{self, Tolerance};
+use recursa::verify;
+use recursa::verify::compare::Tolerance;
 use recursa_tests::fixture;
 
 fn cpu() -> recursa_core::Device {

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use recursa::verify::{self, Fixture, Tolerance};
+use recursa::verify;
+use recursa::verify::compare::{self, Fixture, Tolerance};
 use recursa_core::reference::ReferenceConfig;
 use recursa_core::weights::{read_f32, HostTensor};
 use recursa_tests::{fixture, naive};
@@ -35,7 +36,7 @@ fn trm_forward_matches_the_reference_on_cpu() {
 fn a_wrong_schedule_fails_verification() {
     // The comparison must be able to fail: the same weights with n = 3 instead of 2.
     let fx = Fixture::open(&fixture("trm_forward_shared.safetensors")).unwrap();
-    let model = verify::model_from_reference(&fx, &cpu()).unwrap();
+    let model = compare::model_from_reference(&fx, &cpu()).unwrap();
     let wrong = recursa_core::step::LoopedModel::new(
         model.net,
         Box::new(recursa_plugins::Trm {
@@ -47,12 +48,12 @@ fn a_wrong_schedule_fails_verification() {
     )
     .unwrap();
     let st = SafeTensors::deserialize(&fx.bytes).unwrap();
-    let batch = verify::read_batch(&st, &fx.file, "", &cpu()).unwrap();
+    let batch = compare::read_batch(&st, &fx.file, "", &cpu()).unwrap();
     let mut ctx = recursa_core::step::StepContext::eval();
     let (_, out) = wrong.step(wrong.initial_carry(&batch), &batch, &mut ctx);
     let want = read_f32(&st, &fx.file, "step1.logits").unwrap();
     let got = out.logits.into_data().to_vec::<f32>().unwrap();
-    let c = verify::compare_f32(
+    let c = compare::compare_f32(
         "step1.logits",
         want.shape.clone(),
         &got,
@@ -78,8 +79,8 @@ fn the_naive_yardstick_matches_the_reference_too() {
         .map(|n| (n.clone(), read_f32(&st, &fx.file, n).unwrap()))
         .collect();
     let w = naive::Weights(weights);
-    let (_, inputs) = verify::read_i32(&st, &fx.file, "batch.inputs").unwrap();
-    let (_, ids) = verify::read_i32(&st, &fx.file, "batch.puzzle_identifiers").unwrap();
+    let (_, inputs) = compare::read_i32(&st, &fx.file, "batch.inputs").unwrap();
+    let (_, ids) = compare::read_i32(&st, &fx.file, "batch.puzzle_identifiers").unwrap();
     let want = read_f32(&st, &fx.file, "step3.logits").unwrap();
     let want_q = read_f32(&st, &fx.file, "step3.q_halt_logits").unwrap();
     for b in 0..cfg.batch_size {

@@ -4,10 +4,12 @@
 use burn::module::Param;
 use burn::tensor::Tensor;
 use recursa_core::experiment::ExperimentConfig;
-use recursa_core::step::Net;
+use recursa_core::model::names::{visit_net, Layout, Role, WeightVisitor};
+use recursa_core::model::Net;
+use recursa_core::train::clip::clip_global_norm;
 use recursa_core::train::data::{GroupSampler, HostBatch, PuzzleSplit};
-use recursa_core::train::trainer::{clip_global_norm, Trainer};
-use recursa_core::weights::{net_state_dict, visit_net, Layout, Role, WeightVisitor};
+use recursa_core::train::trainer::Trainer;
+use recursa_core::weights::net_state_dict;
 use recursa_core::B;
 use recursa_plugins as _;
 use recursa_tests::repo_root;

@@ -4,49 +4,33 @@
 // --- the plugin -------------------------------------------------------------
 use burn::tensor::{activation, Bool, Tensor};
 use rand_chacha::ChaCha8Rng;
-use recursa_core::halting::HaltInput;
-use recursa_core::registry::{Axis, Field, PluginEntry};
-use recursa_core::step::StepOutput;
+use recursa_core::registry::Plugin;
+use recursa_core::state::{HaltInput, StepOutput};
 use recursa_core::train::loss::bce_with_logits_sum;
-use recursa_core::{Error, HaltingConfig, HaltingPolicy, Result, B};
+use recursa_core::{Error, HaltingPolicy, Result, B};
 use serde::{Deserialize, Serialize};
 
+/// halt when sigmoid(q_halt) >= confidence (training); evaluation runs max_steps
+///
 /// Halts a row in training once the halting head is at least `confidence` sure
-/// that its answer is right: `sigmoid(q_halt) >= confidence`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// that its answer is right.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Plugin)]
 #[serde(deny_unknown_fields)]
+#[plugin(halting = "confident-halt")]
 pub struct ConfidentHalt {
-    /// The most supervision steps.
+    /// most supervision steps
     pub max_steps: usize,
-    /// Probability threshold in (0, 1).
+    /// probability threshold in (0, 1)
     pub confidence: f64,
 }
 
-inventory::submit! {
-    PluginEntry {
-        name: "confident-halt",
-        axis: Axis::Halting,
-        doc: "halt when sigmoid(q_halt) >= confidence (training); evaluation runs max_steps",
-        fields: &[
-            Field { name: "max_steps", doc: "most supervision steps" },
-            Field { name: "confidence", doc: "probability threshold in (0, 1)" },
-        ],
-    }
-}
-
-#[typetag::serde(name = "confident-halt")]
-impl HaltingConfig for ConfidentHalt {
-    fn build(&self) -> Result<Box<dyn HaltingPolicy>> {
+impl HaltingPolicy for ConfidentHalt {
+    /// Runs when the experiment file is read: a wrong value names its field.
+    fn check_fields(&self) -> Result<()> {
         if !(self.confidence > 0.0 && self.confidence < 1.0) {
             return Err(Error::config("halting.confidence", "must be in (0, 1)"));
         }
-        Ok(Box::new(self.clone()))
-    }
-}
-
-impl HaltingPolicy for ConfidentHalt {
-    fn name(&self) -> &'static str {
-        "confident-halt"
+        Ok(())
     }
 
     fn max_steps(&self) -> usize {
@@ -97,7 +81,7 @@ fn quick_with(halting: &str) -> String {
 
 #[test]
 fn the_example_plugin_is_registered_and_trains() {
-    let entry = registry::find(Axis::Halting, "confident-halt").unwrap();
+    let entry = registry::find(registry::Axis::Halting, "confident-halt").unwrap();
     assert_eq!(entry.fields.len(), 2);
     let text = quick_with("name = \"confident-halt\"\nmax_steps = 4\nconfidence = 0.9");
     let e = ExperimentConfig::from_toml(&text, "quick-flip.toml").unwrap();

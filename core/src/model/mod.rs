@@ -19,6 +19,8 @@
 
 pub mod init;
 pub mod layers;
+pub mod names;
+pub mod no_grad;
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
@@ -27,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 use init::InitRng;
+
+/// The network on recursa's backend.
+pub type Net = ReasoningNet<crate::B>;
 use layers::{casted_embedding, casted_linear, Attention, Block, Level, Mixer, Rope, SwiGlu};
 
 /// 1/sqrt(2), keeping the variance of `token + position`: the reference's literal,
@@ -345,7 +350,7 @@ impl<B: Backend> ReasoningNet<B> {
             l_init,
             config: c.clone(),
         };
-        crate::weights::stable_param_ids(&mut net);
+        names::stable_param_ids(&mut net);
         Ok(net)
     }
 

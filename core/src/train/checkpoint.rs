@@ -17,7 +17,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::step::{Batch, Carry, Latents};
+use crate::state::{Batch, Carry, Latents};
 use crate::train::data::SamplerState;
 use crate::weights::{read_f32, write_atomic};
 use crate::{Device, Error, Result, B};

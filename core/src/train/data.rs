@@ -14,7 +14,7 @@ pub use recursa_data::loader::{
 };
 pub use recursa_data::DatasetMetadata;
 
-use crate::step::Batch;
+use crate::state::Batch;
 use crate::{Device, Error, Result, B};
 
 /// Uploads a host batch to `device`.

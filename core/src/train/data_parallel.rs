@@ -14,10 +14,11 @@
 //!   which is exact (adding zeros changes no bit) and keeps rank order.
 //!
 //! Rank 0 is the [`Trainer`](crate::train::trainer::Trainer) in the calling thread;
-//! ranks 1.. are [`Replica`] threads it drives over channels. Collective calls
-//! block until every rank has made them, so every rank runs the same sequence.
+//! ranks 1.. are [`Replica`] threads it drives over channels, each running a
+//! [`Worker`] (a trainer, built in its thread). Collective calls block until every
+//! rank has made them, so every rank runs the same sequence.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -26,10 +27,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::DeviceOps;
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
-use crate::experiment::ExperimentConfig;
 use crate::train::data::HostBatch;
 use crate::train::loss::Metrics;
-use crate::train::trainer::Trainer;
 use crate::{Device, Error, Result, B};
 
 fn collective_error(what: &str, e: impl std::fmt::Debug) -> Error {
@@ -101,6 +100,18 @@ enum Job {
     Resume(PathBuf),
 }
 
+/// What a rank >= 1 runs in its thread: a replica trainer.
+pub trait Worker {
+    /// Takes this rank's place in the group (once, right after it is built).
+    fn join(&mut self, peer: Peer);
+    /// One optimizer step on this rank's slice of the global batch.
+    fn local_step(&mut self, batch: &HostBatch) -> Result<Metrics>;
+    /// Writes this rank's carries into the checkpoint being written at `dir`.
+    fn save_carries(&mut self, dir: &Path) -> Result<()>;
+    /// Restores the checkpoint at `dir` (weights, optimizer, own carries).
+    fn resume_from(&mut self, dir: &Path) -> Result<()>;
+}
+
 /// A rank >= 1: a thread owning a replica trainer.
 pub struct Replica {
     rank: usize,
@@ -110,23 +121,20 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Starts rank `rank` of `world` on `device`, training `experiment_toml`.
-    /// Returns once the replica is built (not yet registered in the group).
-    pub fn spawn(
+    /// Starts rank `rank` of `world` on `device`, running the worker `build` makes in
+    /// the new thread. Returns once the worker is built (not yet registered in the group).
+    pub fn spawn<W: Worker>(
         rank: usize,
         world: usize,
         device: Device,
-        experiment_toml: String,
-        source: String,
+        build: impl FnOnce(&Device) -> Result<W> + Send + 'static,
     ) -> Result<Replica> {
         let (jobs, job_rx) = channel::<Job>();
         let (done_tx, done) = channel::<Result<Metrics>>();
         let thread = std::thread::Builder::new()
             .name(format!("recursa-rank-{rank}"))
             .spawn(move || {
-                let built = ExperimentConfig::from_toml(&experiment_toml, &source)
-                    .and_then(|e| Trainer::new(&e, &device));
-                let mut trainer = match built {
+                let mut worker = match build(&device) {
                     Ok(t) => {
                         let _ = done_tx.send(Ok(Metrics::default()));
                         t
@@ -137,7 +145,7 @@ impl Replica {
                     }
                 };
                 match Peer::register(rank, world, &device) {
-                    Ok(peer) => trainer.peer = Some(peer),
+                    Ok(peer) => worker.join(peer),
                     Err(e) => {
                         let _ = done_tx.send(Err(e));
                         return;
@@ -145,11 +153,11 @@ impl Replica {
                 }
                 for job in job_rx {
                     let reply = match job {
-                        Job::Step(batch) => trainer.local_step(&batch),
+                        Job::Step(batch) => worker.local_step(&batch),
                         Job::SaveCarries(dir) => {
-                            trainer.save_carries(&dir).map(|_| Metrics::default())
+                            worker.save_carries(&dir).map(|_| Metrics::default())
                         }
-                        Job::Resume(dir) => trainer.resume_from(&dir).map(|_| Metrics::default()),
+                        Job::Resume(dir) => worker.resume_from(&dir).map(|_| Metrics::default()),
                     };
                     if done_tx.send(reply).is_err() {
                         break;

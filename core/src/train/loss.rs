@@ -9,7 +9,7 @@
 use burn::tensor::{activation, DType, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::step::{Carry, StepOutput};
+use crate::state::{Carry, StepOutput};
 use crate::{Device, B};
 
 /// Label value that contributes no loss and no metric.

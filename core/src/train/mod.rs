@@ -4,15 +4,25 @@
 //! * [`adam_atan2`]: AdamATan2 for the dense parameters (a burn `SimpleOptimizer`).
 //! * [`sign_sgd`]: the sparse SignSGD for the puzzle-embedding table.
 //! * [`lr`]: warmup + cosine.
+//! * [`config`]: `[train]` of an experiment file; [`optimizer`]: the dense optimizer.
+//! * [`trainer`]: one optimizer step (carry, step, loss, backward, updates), evaluation,
+//!   checkpoints and resume; [`fit`]: the loop around it; [`data_parallel`]: several
+//!   devices in one process.
+//! * [`ema`], [`clip`]: weight averaging and gradient clipping.
 //! * [`observer`]: what the fit loop reports, and its logs ([`tensorboard`] events).
 
 pub mod adam_atan2;
 pub mod checkpoint;
+pub mod clip;
+pub mod config;
 pub mod data;
 pub mod data_parallel;
+pub mod ema;
+pub mod fit;
 pub mod loss;
 pub mod lr;
 pub mod observer;
+pub mod optimizer;
 pub mod sign_sgd;
 pub mod tensorboard;
 pub mod trainer;

@@ -1,6 +1,6 @@
 //! What the fit loop reports while it runs, and where it logs.
 //!
-//! Core prints nothing: [`fit`](crate::train::trainer::fit) hands every metrics line,
+//! Core prints nothing: [`fit`](crate::train::fit::fit) hands every metrics line,
 //! evaluation batch and checkpoint to a caller's [`FitObserver`] (the CLI draws a
 //! progress bar and adds ARC pass@K), and logs through [`MetricsLog`]
 //! (`metrics.jsonl` and TensorBoard event files, the same numbers in both).

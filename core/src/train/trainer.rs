@@ -10,294 +10,27 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::module::Param;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::Tensor;
+use serde::Serialize;
 
 use crate::experiment::ExperimentConfig;
-use crate::step::{Carry, LoopedModel, Net, StepContext};
-use crate::train::adam_atan2::{AdamAtan2, AdamAtan2Config};
-use crate::train::checkpoint::{self, KeepCheckpoints};
+use crate::model::Net;
+use crate::state::Carry;
+use crate::step::{LoopedModel, StepContext};
+use crate::train::checkpoint;
+use crate::train::clip::clip_global_norm;
+use crate::train::config::TrainConfig;
 use crate::train::data::{
-    data_error, device_batch, slice_rows, test_batches, GroupSampler, HostBatch, Prefetch,
-    PuzzleSplit, SamplerState,
+    data_error, device_batch, slice_rows, test_batches, HostBatch, PuzzleSplit, SamplerState,
 };
-use crate::train::data_parallel::{Peer, Replica};
-use crate::train::loss::{act_loss, LossType, Metrics};
+use crate::train::data_parallel::{Peer, Replica, Worker};
+use crate::train::ema::ema_update;
+use crate::train::loss::{act_loss, Metrics};
 use crate::train::lr::LrSchedule;
-use crate::train::observer::{FitObserver, MetricsLog};
+use crate::train::optimizer::Dense;
 use crate::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
-use crate::weights::{visit_net, Layout, Role, WeightVisitor};
 use crate::{Device, Error, Result, B};
-
-fn d_batch() -> usize {
-    768
-}
-fn d_lr() -> f64 {
-    1e-4
-}
-fn d_one() -> f64 {
-    1.0
-}
-fn d_warmup() -> usize {
-    2000
-}
-fn d_puzzle_lr() -> f64 {
-    1e-2
-}
-fn d_wd() -> f64 {
-    0.1
-}
-fn d_beta1() -> f64 {
-    0.9
-}
-fn d_beta2() -> f64 {
-    0.95
-}
-
-/// `[train]` of an experiment file. Defaults are the reference `cfg_pretrain.yaml`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Optimizer steps of the run (one per supervision step). Give this or `epochs`.
-    #[serde(default)]
-    pub steps: usize,
-    /// The run's length in epochs, as the reference counts them: steps =
-    /// epochs x total_groups x mean_puzzle_examples / global_batch_size of the
-    /// training split (an epoch samples one puzzle per group). Needs a dataset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epochs: Option<f64>,
-    /// Examples per optimizer step. Default 768.
-    #[serde(default = "d_batch")]
-    pub global_batch_size: usize,
-    /// AdamATan2 base rate. Default 1e-4.
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    /// Final rate / base rate of the cosine decay (1 = constant). Default 1.
-    #[serde(default = "d_one")]
-    pub lr_min_ratio: f64,
-    /// Linear warmup steps. Default 2000.
-    #[serde(default = "d_warmup")]
-    pub lr_warmup_steps: usize,
-    /// SignSGD rate of the puzzle embedding. Default 1e-2.
-    #[serde(default = "d_puzzle_lr")]
-    pub puzzle_emb_lr: f64,
-    /// Default 0.1.
-    #[serde(default = "d_wd")]
-    pub weight_decay: f64,
-    /// Default 0.1.
-    #[serde(default = "d_wd")]
-    pub puzzle_emb_weight_decay: f64,
-    /// Default 0.9.
-    #[serde(default = "d_beta1")]
-    pub beta1: f64,
-    /// Default 0.95.
-    #[serde(default = "d_beta2")]
-    pub beta2: f64,
-    /// `stablemax_cross_entropy` (default) or `softmax_cross_entropy`.
-    #[serde(default)]
-    pub loss: LossType,
-    /// Evaluate every this many steps (0: only at the end).
-    #[serde(default)]
-    pub eval_interval: usize,
-    /// Checkpoint every this many steps (0: at each evaluation and at the end).
-    #[serde(default)]
-    pub checkpoint_interval: usize,
-    /// Checkpoints kept: `"all"` (one per save, the reference's
-    /// `checkpoint_every_eval`) or the newest N. Default 1.
-    #[serde(default, skip_serializing_if = "KeepCheckpoints::is_default")]
-    pub keep_checkpoints: KeepCheckpoints,
-    /// Dense optimizer: `adam_atan2` (TRM, HRM; default) or `adamw` (DIS; PyTorch
-    /// semantics: decoupled decay, epsilon 1e-8 added to sqrt(v_hat)).
-    #[serde(default)]
-    pub optimizer: OptimizerKind,
-    /// Exponential moving average of the dense parameters, used for evaluation and
-    /// saved with checkpoints (reference `ema_rate`, e.g. 0.999). Default off.
-    #[serde(default)]
-    pub ema: Option<f64>,
-    /// Clip the global gradient norm of the dense parameters to this value. Default off.
-    #[serde(default)]
-    pub grad_clip_norm: Option<f64>,
-    /// Start a fresh run from these weights (safetensors under reference names, e.g.
-    /// written by `recursa import-torch`). Default: the seeded initialisation.
-    #[serde(default)]
-    pub init_from: Option<PathBuf>,
-    /// Split each global batch into this many micro-batches whose gradients are
-    /// summed before one optimizer step (each keeps its own carry). Default 1.
-    #[serde(default = "d_micro")]
-    pub micro_batches: usize,
-}
-
-fn d_micro() -> usize {
-    1
-}
-
-impl TrainConfig {
-    /// Range checks of every field, naming it (`lr`, `beta2`, ...); the caller
-    /// prefixes `train.`. `steps = 0` is allowed here (`epochs` may decide it).
-    pub fn validate(&self) -> Result<()> {
-        let err = |field: &str, message: String| Err(Error::config(field, message));
-        if let Some(epochs) = self.epochs {
-            if !(epochs.is_finite() && epochs > 0.0) {
-                return err("epochs", format!("{epochs}: must be a positive number"));
-            }
-        }
-        if self.global_batch_size == 0 || self.global_batch_size > 1 << 24 {
-            return err(
-                "global_batch_size",
-                format!("{}: must be in 1..={}", self.global_batch_size, 1 << 24),
-            );
-        }
-        if self.micro_batches == 0 || !self.global_batch_size.is_multiple_of(self.micro_batches) {
-            return err(
-                "micro_batches",
-                format!(
-                    "{} does not divide global_batch_size {}",
-                    self.micro_batches, self.global_batch_size
-                ),
-            );
-        }
-        let rates = [
-            ("lr", self.lr, false),
-            ("puzzle_emb_lr", self.puzzle_emb_lr, true),
-            ("weight_decay", self.weight_decay, true),
-            (
-                "puzzle_emb_weight_decay",
-                self.puzzle_emb_weight_decay,
-                true,
-            ),
-        ];
-        for (field, value, zero_ok) in rates {
-            let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0));
-            if !ok {
-                let range = if zero_ok { ">= 0" } else { "> 0" };
-                return err(field, format!("{value}: must be a finite number {range}"));
-            }
-        }
-        for (field, value) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&value) {
-                return err(field, format!("{value}: must be in [0, 1)"));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.lr_min_ratio) {
-            return err(
-                "lr_min_ratio",
-                format!("{}: must be in [0, 1]", self.lr_min_ratio),
-            );
-        }
-        if let Some(rate) = self.ema {
-            if !(0.0..1.0).contains(&rate) {
-                return err("ema", format!("{rate}: the EMA rate must be in [0, 1)"));
-            }
-        }
-        if let Some(norm) = self.grad_clip_norm {
-            if !(norm.is_finite() && norm > 0.0) {
-                return err(
-                    "grad_clip_norm",
-                    format!("{norm}: must be a finite number > 0"),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Settings that are legal but probably not meant (a shortened run keeps its
-    /// warm-up, say), for the caller to print.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.steps > 0 && self.lr_warmup_steps > self.steps {
-            out.push(format!(
-                "train.lr_warmup_steps = {} is longer than the run (train.steps = {}): the rate never reaches train.lr",
-                self.lr_warmup_steps, self.steps
-            ));
-        }
-        for (field, value) in [
-            ("eval_interval", self.eval_interval),
-            ("checkpoint_interval", self.checkpoint_interval),
-        ] {
-            if self.steps > 0 && value > self.steps {
-                out.push(format!(
-                    "train.{field} = {value} is longer than the run (train.steps = {}): only at the end",
-                    self.steps
-                ));
-            }
-        }
-        out
-    }
-}
-
-/// The dense optimizer of a run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    #[default]
-    AdamAtan2,
-    Adamw,
-}
-
-/// The dense optimizer, as the burn optimizer it is.
-enum Dense {
-    AdamAtan2(OptimizerAdaptor<AdamAtan2, Net, B>),
-    AdamW(OptimizerAdaptor<burn::optim::AdamW, Net, B>),
-}
-
-impl Dense {
-    fn new(c: &TrainConfig) -> Self {
-        match c.optimizer {
-            OptimizerKind::AdamAtan2 => Dense::AdamAtan2(
-                AdamAtan2Config {
-                    beta1: c.beta1,
-                    beta2: c.beta2,
-                    weight_decay: c.weight_decay,
-                }
-                .init::<B, Net>(),
-            ),
-            // burn's defaults differ from PyTorch's (epsilon 1e-5, decay 1e-4): set them.
-            OptimizerKind::Adamw => Dense::AdamW(
-                burn::optim::AdamWConfig::new()
-                    .with_beta_1(c.beta1 as f32)
-                    .with_beta_2(c.beta2 as f32)
-                    .with_epsilon(1e-8)
-                    .with_weight_decay(c.weight_decay as f32)
-                    .init::<B, Net>(),
-            ),
-        }
-    }
-
-    fn step(&mut self, lr: f64, net: Net, grads: GradientsParams) -> Net {
-        match self {
-            Dense::AdamAtan2(o) => o.step(lr, net, grads),
-            Dense::AdamW(o) => o.step(lr, net, grads),
-        }
-    }
-
-    fn save(&self, path: PathBuf) -> Result<()> {
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let r = match self {
-            Dense::AdamAtan2(o) => recorder.record(o.to_record(), path.clone()),
-            Dense::AdamW(o) => recorder.record(o.to_record(), path.clone()),
-        };
-        r.map_err(|e| Error::Other(format!("{}: {e}", path.display())))
-    }
-
-    fn load(self, path: PathBuf, device: &Device) -> Result<Self> {
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let err = |e: burn::record::RecorderError| {
-            Error::Input(format!("{}: optimizer state: {e}", path.display()))
-        };
-        Ok(match self {
-            Dense::AdamAtan2(o) => {
-                Dense::AdamAtan2(o.load_record(recorder.load(path.clone(), device).map_err(err)?))
-            }
-            Dense::AdamW(o) => {
-                Dense::AdamW(o.load_record(recorder.load(path.clone(), device).map_err(err)?))
-            }
-        })
-    }
-}
 
 /// What one evaluation measured: reference metrics after `max_steps` steps.
 #[derive(Clone, Debug, Serialize)]
@@ -328,8 +61,8 @@ pub struct Trainer {
     /// Optimizer steps taken.
     pub step: usize,
     pub config: TrainConfig,
-    seed: u64,
-    schedule: LrSchedule,
+    pub(crate) seed: u64,
+    pub(crate) schedule: LrSchedule,
     /// The device without autodiff, where optimizer state lives.
     device: Device,
 }
@@ -401,12 +134,15 @@ impl Trainer {
         // One group per process at a time: forget any earlier one.
         burn::collective::reset_collective::<B>();
         for (rank, device) in devices.iter().enumerate().skip(1) {
+            let (toml, source) = (experiment_toml.to_string(), source.to_string());
             trainer.replicas.push(Replica::spawn(
                 rank,
                 world,
                 device.clone(),
-                experiment_toml.to_string(),
-                source.to_string(),
+                move |device| {
+                    let experiment = ExperimentConfig::from_toml(&toml, &source)?;
+                    Trainer::new(&experiment, device)
+                },
             )?);
         }
         trainer.peer = Some(Peer::register(0, world, &devices[0])?);
@@ -654,198 +390,20 @@ impl Trainer {
     }
 }
 
-use burn::tensor::Tensor;
+impl Worker for Trainer {
+    fn join(&mut self, peer: Peer) {
+        self.peer = Some(peer);
+    }
 
-/// Runs `trainer` to `config.steps` (or to step `until`, leaving a checkpoint to
-/// resume from), evaluating, logging to `run_dir/metrics.jsonl` and
-/// `run_dir/tensorboard/` (see [`MetricsLog`]), checkpointing into
-/// `run_dir/checkpoints`, and reporting to `observer`. Stops with a saved state and
-/// an error when the loss stops being finite. `None` when stopped before the end.
-pub fn fit(
-    trainer: &mut Trainer,
-    train: &PuzzleSplit,
-    test: &PuzzleSplit,
-    run_dir: &Path,
-    experiment_toml: &str,
-    until: Option<usize>,
-    observer: &mut dyn FitObserver,
-) -> Result<Option<EvalResult>> {
-    let cfg = trainer.config.clone();
-    let checkpoints = run_dir.join("checkpoints");
-    let eval_every = if cfg.eval_interval == 0 {
-        cfg.steps
-    } else {
-        cfg.eval_interval
-    };
-    let save_every = if cfg.checkpoint_interval == 0 {
-        eval_every
-    } else {
-        cfg.checkpoint_interval
-    };
-    let tokens_per_step = (cfg.global_batch_size * train.metadata().seq_len as usize) as f64;
-    let mut log = MetricsLog::open(run_dir)?;
-    // The group sampler runs ahead on a background thread; each batch carries the
-    // sampler state after it, which is what a checkpoint records.
-    let sampler = GroupSampler::resume(train, cfg.global_batch_size, trainer.seed, trainer.sampler)
-        .map_err(data_error)?;
-    let mut batches =
-        Prefetch::new_fallible(sampler.into_host_batches(0, 1).map_err(data_error)?, 2)
-            .map_err(data_error)?;
-    let start = Instant::now();
-    let first = trainer.step;
-    let calls = trainer.model.schedule.calls_per_step();
-    let mut last_eval = None;
-    let stop = until.unwrap_or(cfg.steps).min(cfg.steps);
-    observer.started(first, stop, cfg.steps);
-    while trainer.step < stop {
-        let next = batches
-            .next()
-            .ok_or_else(|| Error::Other("the training sampler stopped".into()))?
-            .map_err(data_error)?;
-        let m = trainer.train_step(&next.batch)?;
-        trainer.sampler = next.state_after;
-        let step = trainer.step;
-        if !(m.lm_loss.is_finite() && m.q_halt_loss.is_finite()) {
-            let saved = trainer.save(&checkpoints, experiment_toml)?;
-            return Err(Error::Other(format!(
-                "step {step}: the loss is not finite (lm_loss {}, q_halt_loss {}); state saved in {}",
-                m.lm_loss,
-                m.q_halt_loss,
-                saved.display()
-            )));
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        let rate = (step - first) as f64 / elapsed.max(1e-9);
-        // Forward-pass accounting: network calls per example in this supervision
-        // step, and in all optimizer steps so far (every row makes one step each).
-        let bootstrap = usize::from(trainer.model.halting.bootstraps_q()) * calls.total();
-        let line = serde_json::json!({
-            "kind": "train", "step": step, "lr": trainer.schedule.lr(cfg.lr, step),
-            "lm_loss": m.lm_loss, "q_halt_loss": m.q_halt_loss, "accuracy": m.accuracy,
-            "exact_accuracy": m.exact_accuracy, "q_halt_accuracy": m.q_halt_accuracy,
-            "steps": m.steps, "count": m.count,
-            "net_calls_per_example": calls.total() + bootstrap, "net_calls_with_grad": calls.with_grad,
-            "net_calls_total": step * cfg.global_batch_size * (calls.total() + bootstrap),
-            "examples_per_s": rate * cfg.global_batch_size as f64, "tokens_per_s": rate * tokens_per_step,
-        });
-        log.write(&line)?;
-        observer.record(&line);
-        if step.is_multiple_of(eval_every) || step == cfg.steps {
-            let r = evaluate_observed(trainer, test, cfg.global_batch_size, observer)?;
-            let mut line = serde_json::json!({ "kind": "eval", "step": step, "exact_accuracy": r.exact_accuracy,
-                "accuracy": r.accuracy, "examples": r.examples, "seconds": r.seconds,
-                "net_calls_per_example": r.net_calls_per_example });
-            for (k, v) in observer.eval_metrics()? {
-                line[k] = serde_json::json!(v);
-            }
-            log.write(&line)?;
-            observer.record(&line);
-            last_eval = Some(r);
-        }
-        if step.is_multiple_of(save_every) || step == stop {
-            let saved = trainer.save(&checkpoints, experiment_toml)?;
-            observer.saved(&saved);
-        }
-        log.flush()?;
+    fn local_step(&mut self, batch: &HostBatch) -> Result<Metrics> {
+        Trainer::local_step(self, batch)
     }
-    if trainer.step < cfg.steps {
-        return Ok(None);
-    }
-    Ok(last_eval)
-}
 
-/// [`Trainer::evaluate`] with every batch reported to `observer`.
-pub fn evaluate_observed(
-    trainer: &Trainer,
-    test: &PuzzleSplit,
-    batch_size: usize,
-    observer: &mut dyn FitObserver,
-) -> Result<EvalResult> {
-    let mut batches = 0;
-    for set in test.sets() {
-        batches += test_batches(set, batch_size, 0, 1)
-            .map_err(data_error)?
-            .len();
+    fn save_carries(&mut self, dir: &Path) -> Result<()> {
+        Trainer::save_carries(self, dir)
     }
-    observer.eval_started(trainer.step, batches);
-    trainer.evaluate_with(test, batch_size, |host, preds, q| {
-        observer.eval_batch(host, preds, q)
-    })
-}
 
-/// `ema = rate * ema + (1 - rate) * current` for every dense parameter (buffers and
-/// the puzzle table are not averaged, as the reference `EMAHelper`).
-pub fn ema_update(ema: &mut Net, current: &Net, rate: f64) {
-    struct Collect(HashMap<String, Tensor<B, 1>>);
-    impl WeightVisitor<B> for Collect {
-        fn visit<const D: usize>(
-            &mut self,
-            name: &str,
-            role: Role,
-            _: Layout,
-            p: &mut Param<Tensor<B, D>>,
-        ) {
-            if role == Role::Param {
-                self.0.insert(name.to_string(), p.val().flatten(0, D - 1));
-            }
-        }
-    }
-    struct Blend(HashMap<String, Tensor<B, 1>>, f64);
-    impl WeightVisitor<B> for Blend {
-        fn visit<const D: usize>(
-            &mut self,
-            name: &str,
-            role: Role,
-            _: Layout,
-            p: &mut Param<Tensor<B, D>>,
-        ) {
-            if let (Role::Param, Some(cur)) = (role, self.0.remove(name)) {
-                let shape = p.val().shape();
-                let blended = p.val() * self.1 + cur.reshape(shape) * (1.0 - self.1);
-                *p = Param::initialized(p.id, blended);
-            }
-        }
-    }
-    let mut collect = Collect(HashMap::new());
-    visit_net(&mut current.clone(), &mut collect);
-    visit_net(ema, &mut Blend(collect.0, rate));
-}
-
-/// Scales every dense gradient by `min(1, max_norm / ||g||)`, the norm taken over
-/// all of them together (PyTorch `clip_grad_norm_`).
-pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f64) {
-    struct Norm<'a>(&'a GradientsParams, f64);
-    impl WeightVisitor<B> for Norm<'_> {
-        fn visit<const D: usize>(
-            &mut self,
-            _: &str,
-            _: Role,
-            _: Layout,
-            p: &mut Param<Tensor<B, D>>,
-        ) {
-            if let Some(g) = self.0.get::<B, D>(p.id) {
-                self.1 += g.square().sum().into_scalar() as f64;
-            }
-        }
-    }
-    struct Scale<'a>(&'a mut GradientsParams, f64);
-    impl WeightVisitor<B> for Scale<'_> {
-        fn visit<const D: usize>(
-            &mut self,
-            _: &str,
-            _: Role,
-            _: Layout,
-            p: &mut Param<Tensor<B, D>>,
-        ) {
-            if let Some(g) = self.0.remove::<B, D>(p.id) {
-                self.0.register(p.id, g * self.1);
-            }
-        }
-    }
-    let mut norm = Norm(grads, 0.0);
-    visit_net(net, &mut norm);
-    let total = norm.1.sqrt();
-    if total > max_norm {
-        visit_net(net, &mut Scale(grads, max_norm / (total + 1e-6)));
+    fn resume_from(&mut self, dir: &Path) -> Result<()> {
+        Trainer::resume_from(self, dir)
     }
 }

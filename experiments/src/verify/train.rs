@@ -9,67 +9,21 @@ use crate::tolerance::Tolerances;
 use burn::module::Param;
 use burn::optim::SimpleOptimizer;
 use burn::tensor::{Int, Tensor, TensorData};
-use recursa_core::step::{Batch, Carry, Latents, LoopedModel, StepContext, StepOutput};
+use recursa_core::model::names::{visit_net, Layout, Role, WeightVisitor};
+use recursa_core::state::{Batch, Carry, Latents, StepOutput};
+use recursa_core::step::{LoopedModel, StepContext};
 use recursa_core::train::adam_atan2::{AdamAtan2Config, AdamAtan2State};
 use recursa_core::train::loss::{self, act_loss, LossType, StepLoss};
 use recursa_core::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
-use recursa_core::weights::{load_net, read_f32, visit_net, Layout, Role, WeightVisitor};
+use recursa_core::weights::{load_net, read_f32};
 use recursa_core::{Device, Error, Result, B};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
-use crate::verify::{
-    check_float, check_int, compare_f32, compare_f64, int_tensor, model_from_reference, read_batch,
-    read_i32, Comparison, Fixture,
+use super::compare::{
+    check_float, check_int, compare_f32, compare_f64, grad_comparisons, int_tensor,
+    model_from_reference, read_batch, read_f64, read_i32, scalar_f64, values_f64, Comparison,
+    Fixture,
 };
-
-/// Reads an F64 (or F32) tensor as f64 values.
-pub fn read_f64(st: &SafeTensors, file: &str, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
-    let view = st.tensor(name).map_err(|_| Error::Weights {
-        file: file.into(),
-        name: name.into(),
-        message: "missing".into(),
-    })?;
-    let b = view.data();
-    let values = match view.dtype() {
-        Dtype::F64 => b
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")))
-            .collect(),
-        Dtype::F32 => b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect(),
-        other => {
-            return Err(Error::Weights {
-                file: file.into(),
-                name: name.into(),
-                message: format!("dtype {other:?}, expected a float tensor"),
-            })
-        }
-    };
-    Ok((view.shape().to_vec(), values))
-}
-
-fn values_f64<const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .expect("converted to f64")
-}
-
-/// A gradient check: `max|a-b| <= relative * max|ref| + 1e-6` over the tensor
-/// (`relative` from [`crate::tolerance::Tolerances::grad_relative`]).
-fn compare_grad(
-    name: &str,
-    shape: Vec<usize>,
-    got: &[f32],
-    want: &[f32],
-    relative: f64,
-) -> Comparison {
-    let scale = want.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-    let atol = relative * scale + 1e-6;
-    compare_f32(name, shape, got, want, atol, 0.0)
-}
 
 /// `stablemax`: the reference loss functions on hand-made logits.
 pub fn verify_stablemax(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
@@ -141,34 +95,6 @@ pub fn verify_stablemax(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>
         ));
     }
     Ok(out)
-}
-
-/// The gradient of every parameter, by reference name, in reference layout.
-struct GradCollector<'a> {
-    grads: &'a <B as burn::tensor::backend::AutodiffBackend>::Gradients,
-    out: Vec<(String, Vec<usize>, Vec<f32>)>,
-}
-
-impl WeightVisitor<B> for GradCollector<'_> {
-    fn visit<const D: usize>(
-        &mut self,
-        name: &str,
-        role: Role,
-        layout: Layout,
-        p: &mut Param<Tensor<B, D>>,
-    ) {
-        if role == Role::Buffer {
-            return;
-        }
-        if let Some(mut g) = p.val().grad(self.grads) {
-            if layout == Layout::Transposed {
-                g = g.transpose();
-            }
-            let shape = g.dims().to_vec();
-            let v = values_f64(g).into_iter().map(|x| x as f32).collect();
-            self.out.push((name.to_string(), shape, v));
-        }
-    }
 }
 
 /// Applies AdamATan2 to each parameter from stored gradients and compares with `after`.
@@ -266,10 +192,6 @@ impl WeightVisitor<B> for StoredGradStep<'_> {
             }
         }
     }
-}
-
-fn scalar_f64(st: &SafeTensors, fx: &Fixture, name: &str) -> Result<f64> {
-    Ok(read_f64(st, &fx.file, name)?.1[0])
 }
 
 /// Forward, loss, metrics, carry and gradients of one train step against `{p}*`.
@@ -383,7 +305,7 @@ fn check_train_step(
         ("metric.steps", m.steps),
     ] {
         let (_, want) = read_i32(st, &fx.file, &format!("{p}{name}"))?;
-        c.push(crate::verify::compare_exact(
+        c.push(super::compare::compare_exact(
             &format!("{p}{name}"),
             vec![],
             &[got as i32],
@@ -405,72 +327,6 @@ fn check_train_step(
     let relative = Tolerances::for_net(&model.net.config).grad_relative(None);
     c.extend(grad_comparisons(st, fx, p, model, out, &grads, relative)?);
     Ok(c)
-}
-
-/// The gradient of every trainable tensor and of the puzzle rows against `{p}grad.*`.
-/// A gradient the fixture does not store (a tensor the reference does not train) is an error.
-pub fn grad_comparisons(
-    st: &SafeTensors,
-    fx: &Fixture,
-    p: &str,
-    model: &LoopedModel,
-    out: &StepOutput,
-    grads: &<B as burn::tensor::backend::AutodiffBackend>::Gradients,
-    relative: f64,
-) -> Result<Vec<Comparison>> {
-    let mut c = Vec::new();
-    let mut collector = GradCollector {
-        grads,
-        out: Vec::new(),
-    };
-    visit_net(&mut model.net.clone(), &mut collector);
-    for (name, shape, got) in collector.out {
-        let want = read_f32(st, &fx.file, &format!("{p}grad.{name}"))?;
-        c.push(compare_grad(
-            &format!("{p}grad.{name}"),
-            shape,
-            &got,
-            &want.values,
-            relative,
-        ));
-    }
-    if let Some((rows, ids)) = &out.puzzle {
-        let g = rows
-            .grad(grads)
-            .ok_or_else(|| Error::Other("puzzle rows have no gradient".into()))?;
-        let shape = g.dims().to_vec();
-        let got: Vec<f32> = values_f64(g).into_iter().map(|x| x as f32).collect();
-        let want = read_f32(st, &fx.file, &format!("{p}grad.puzzle_emb.local_weights"))?;
-        c.push(compare_grad(
-            &format!("{p}grad.puzzle_emb.local_weights"),
-            shape,
-            &got,
-            &want.values,
-            relative,
-        ));
-        if st.tensor(&format!("{p}puzzle_emb.local_ids")).is_ok() {
-            c.push(check_int(
-                st,
-                fx,
-                &format!("{p}puzzle_emb.local_ids"),
-                ids.clone(),
-            )?);
-        }
-    }
-    Ok(c)
-}
-
-/// Compares a scalar with the fixture's 0-dim tensor `name` (F64 or F32).
-pub fn compare_f64_scalar(
-    st: &SafeTensors,
-    fx: &Fixture,
-    name: &str,
-    got: f64,
-    atol: f64,
-    rtol: f64,
-) -> Result<Comparison> {
-    let want = scalar_f64(st, fx, name)?;
-    Ok(compare_f64(name, vec![], &[got], &[want], atol, rtol))
 }
 
 fn run_step(model: &LoopedModel, carry: Carry, batch: &Batch) -> (Carry, StepOutput, StepLoss) {

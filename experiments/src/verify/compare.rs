@@ -1,17 +1,17 @@
-//! `recursa verify-reference FILE`: rebuild what a reference fixture ran and compare.
-//!
-//! The fixture's `kind` (from its metadata, never its file name) selects what is run.
-//! Every compared tensor gives one [`Comparison`]; the file passes when every float
-//! tensor is within the fixture README's tolerance and every discrete one is exact.
+//! What every fixture check shares: the fixture file, reading its tensors, comparing
+//! a tensor (or a scalar, or every gradient) with the stored one, and the model a
+//! fixture describes.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::tolerance::Tolerances;
+use burn::module::Param;
 use burn::tensor::{Int, Tensor, TensorData};
+use recursa_core::model::names::{visit_net, Layout, Role, WeightVisitor};
 use recursa_core::model::ReasoningNet;
 use recursa_core::reference::ReferenceConfig;
-use recursa_core::step::{Batch, LoopedModel, StepContext};
+use recursa_core::state::{Batch, StepOutput};
+use recursa_core::step::LoopedModel;
 use recursa_core::weights::{load_net, read_f32};
 use recursa_core::{Device, Error, Result, B};
 use recursa_plugins::{
@@ -19,18 +19,6 @@ use recursa_plugins::{
 };
 use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
-
-/// The fixture kinds this release can run.
-pub const SUPPORTED_KINDS: &[&str] = &[
-    "trm_forward",
-    "trm_train_step",
-    "hrm_forward",
-    "baseline_forward",
-    "dis",
-    "stablemax",
-    "arc_dataset",
-    "arc_eval",
-];
 
 /// How a tensor is compared.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -56,21 +44,6 @@ pub struct Comparison {
     /// What was checked, for checks that are not one tensor (dataset and evaluator fixtures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-}
-
-/// Everything checked in one fixture file.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub file: String,
-    pub kind: String,
-    pub comparisons: Vec<Comparison>,
-}
-
-impl Report {
-    /// True when every comparison passed (and there was at least one).
-    pub fn passed(&self) -> bool {
-        !self.comparisons.is_empty() && self.comparisons.iter().all(|c| c.ok)
-    }
 }
 
 /// A fixture file: its tensors, metadata, kind and reference config.
@@ -248,27 +221,6 @@ pub fn compare_exact(name: &str, shape: Vec<usize>, got: &[i32], want: &[i32]) -
     }
 }
 
-/// The data crate's checks (ARC builder and evaluator fixtures) as comparisons:
-/// each is exact (sets keyed by puzzle name, pass@K in f64, the submission).
-fn data_checks(
-    checks: std::result::Result<Vec<recursa_data::Check>, recursa_data::DataError>,
-) -> Result<Vec<Comparison>> {
-    let checks = checks.map_err(Error::from_data)?;
-    Ok(checks
-        .into_iter()
-        .map(|c| Comparison {
-            tensor: c.name,
-            shape: vec![],
-            max_abs_err: 0.0,
-            max_rel_err: 0.0,
-            mismatches: usize::from(!c.ok),
-            tolerance: Tolerance::Exact,
-            ok: c.ok,
-            detail: Some(c.detail),
-        })
-        .collect())
-}
-
 fn float_values<const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
     let shape = t.dims().to_vec();
     let values = t
@@ -333,31 +285,6 @@ pub fn check_int<const D: usize>(
         c.mismatches = c.mismatches.max(1);
     }
     Ok(c)
-}
-
-/// Runs the fixture at `path` on `device` and compares every stored output.
-pub fn verify_file(path: &Path, device: &Device) -> Result<Report> {
-    let fx = Fixture::open(path)?;
-    let comparisons = match fx.kind.as_str() {
-        "trm_forward" | "hrm_forward" | "baseline_forward" => verify_forward(&fx, device)?,
-        "dis" => crate::verify_dis::verify_dis(&fx, device)?,
-        "trm_train_step" => crate::verify_train::verify_trm_train_step(&fx, device)?,
-        "stablemax" => crate::verify_train::verify_stablemax(&fx, device)?,
-        "arc_dataset" => data_checks(recursa_data::verify_arc_dataset(path))?,
-        "arc_eval" => data_checks(recursa_data::verify_arc_eval(path))?,
-        other => {
-            return Err(Error::Input(format!(
-                "{}: fixture kind `{other}` is not supported by this release (supported: {})",
-                fx.file,
-                SUPPORTED_KINDS.join(", ")
-            )))
-        }
-    };
-    Ok(Report {
-        file: fx.file.clone(),
-        kind: fx.kind.clone(),
-        comparisons,
-    })
 }
 
 /// A network shape and one plugin config on each axis.
@@ -435,85 +362,149 @@ pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel
     LoopedModel::new(net, schedule.build()?, target.build()?, halting.build()?)
 }
 
-/// `trm_forward`, `hrm_forward`, `baseline_forward`: K evaluation ACT steps from
-/// the initial carry with one batch.
-fn verify_forward(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
-    let st = fx.tensors()?;
-    let model = model_from_reference(fx, device)?;
-    let tol = Tolerances::for_net(&model.net.config);
-    let (act, q) = (tol.activations(), tol.q_logits());
-    let (act_atol, act_rtol, q_atol) = (act.atol, act.rtol, q.atol);
-    let batch = read_batch(&st, &fx.file, "", device)?;
-    let steps = (1..)
-        .take_while(|k| st.tensor(&format!("step{k}.logits")).is_ok())
-        .count();
-    if steps == 0 {
-        return Err(Error::Input(format!(
-            "{}: no `step1.logits` to compare",
-            fx.file
-        )));
+/// Reads an F64 (or F32) tensor as f64 values.
+pub fn read_f64(st: &SafeTensors, file: &str, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
+    let view = st.tensor(name).map_err(|_| Error::Weights {
+        file: file.into(),
+        name: name.into(),
+        message: "missing".into(),
+    })?;
+    let b = view.data();
+    let values = match view.dtype() {
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")))
+            .collect(),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        other => {
+            return Err(Error::Weights {
+                file: file.into(),
+                name: name.into(),
+                message: format!("dtype {other:?}, expected a float tensor"),
+            })
+        }
+    };
+    Ok((view.shape().to_vec(), values))
+}
+
+pub fn values_f64<const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("converted to f64")
+}
+
+/// A gradient check: `max|a-b| <= relative * max|ref| + 1e-6` over the tensor
+/// (`relative` from [`crate::tolerance::Tolerances::grad_relative`]).
+fn compare_grad(
+    name: &str,
+    shape: Vec<usize>,
+    got: &[f32],
+    want: &[f32],
+    relative: f64,
+) -> Comparison {
+    let scale = want.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+    let atol = relative * scale + 1e-6;
+    compare_f32(name, shape, got, want, atol, 0.0)
+}
+
+/// The gradient of every parameter, by reference name, in reference layout.
+struct GradCollector<'a> {
+    grads: &'a <B as burn::tensor::backend::AutodiffBackend>::Gradients,
+    out: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl WeightVisitor<B> for GradCollector<'_> {
+    fn visit<const D: usize>(
+        &mut self,
+        name: &str,
+        role: Role,
+        layout: Layout,
+        p: &mut Param<Tensor<B, D>>,
+    ) {
+        if role == Role::Buffer {
+            return;
+        }
+        if let Some(mut g) = p.val().grad(self.grads) {
+            if layout == Layout::Transposed {
+                g = g.transpose();
+            }
+            let shape = g.dims().to_vec();
+            let v = values_f64(g).into_iter().map(|x| x as f32).collect();
+            self.out.push((name.to_string(), shape, v));
+        }
     }
-    let mut carry = model.initial_carry(&batch);
-    let mut ctx = StepContext::eval();
-    let mut out = Vec::new();
-    for k in 1..=steps {
-        let (next, step) = model.step(carry, &batch, &mut ctx);
-        carry = next;
-        let p = format!("step{k}.");
-        out.push(check_float(
-            &st,
-            fx,
-            &format!("{p}logits"),
-            step.logits,
-            act_atol,
-            act_rtol,
-        )?);
-        out.push(check_float(
-            &st,
-            fx,
-            &format!("{p}q_halt_logits"),
-            step.q_halt_logits,
-            q_atol,
-            0.0,
-        )?);
-        out.push(check_float(
-            &st,
-            fx,
-            &format!("{p}q_continue_logits"),
-            step.q_continue_logits,
-            q_atol,
-            0.0,
-        )?);
-        out.push(check_float(
-            &st,
-            fx,
-            &format!("{p}z_H"),
-            carry.latents.z_h.clone(),
-            act_atol,
-            act_rtol,
-        )?);
-        if st.tensor(&format!("{p}z_L")).is_ok() {
-            out.push(check_float(
-                &st,
+}
+
+/// The gradient of every trainable tensor and of the puzzle rows against `{p}grad.*`.
+/// A gradient the fixture does not store (a tensor the reference does not train) is an error.
+pub fn grad_comparisons(
+    st: &SafeTensors,
+    fx: &Fixture,
+    p: &str,
+    model: &LoopedModel,
+    out: &StepOutput,
+    grads: &<B as burn::tensor::backend::AutodiffBackend>::Gradients,
+    relative: f64,
+) -> Result<Vec<Comparison>> {
+    let mut c = Vec::new();
+    let mut collector = GradCollector {
+        grads,
+        out: Vec::new(),
+    };
+    visit_net(&mut model.net.clone(), &mut collector);
+    for (name, shape, got) in collector.out {
+        let want = read_f32(st, &fx.file, &format!("{p}grad.{name}"))?;
+        c.push(compare_grad(
+            &format!("{p}grad.{name}"),
+            shape,
+            &got,
+            &want.values,
+            relative,
+        ));
+    }
+    if let Some((rows, ids)) = &out.puzzle {
+        let g = rows
+            .grad(grads)
+            .ok_or_else(|| Error::Other("puzzle rows have no gradient".into()))?;
+        let shape = g.dims().to_vec();
+        let got: Vec<f32> = values_f64(g).into_iter().map(|x| x as f32).collect();
+        let want = read_f32(st, &fx.file, &format!("{p}grad.puzzle_emb.local_weights"))?;
+        c.push(compare_grad(
+            &format!("{p}grad.puzzle_emb.local_weights"),
+            shape,
+            &got,
+            &want.values,
+            relative,
+        ));
+        if st.tensor(&format!("{p}puzzle_emb.local_ids")).is_ok() {
+            c.push(check_int(
+                st,
                 fx,
-                &format!("{p}z_L"),
-                carry.latents.z_l.clone(),
-                act_atol,
-                act_rtol,
+                &format!("{p}puzzle_emb.local_ids"),
+                ids.clone(),
             )?);
         }
-        out.push(check_int(
-            &st,
-            fx,
-            &format!("{p}halted"),
-            carry.halted.clone().int(),
-        )?);
-        out.push(check_int(
-            &st,
-            fx,
-            &format!("{p}steps"),
-            carry.steps.clone(),
-        )?);
     }
-    Ok(out)
+    Ok(c)
+}
+
+/// Compares a scalar with the fixture's 0-dim tensor `name` (F64 or F32).
+pub fn compare_f64_scalar(
+    st: &SafeTensors,
+    fx: &Fixture,
+    name: &str,
+    got: f64,
+    atol: f64,
+    rtol: f64,
+) -> Result<Comparison> {
+    let want = scalar_f64(st, fx, name)?;
+    Ok(compare_f64(name, vec![], &[got], &[want], atol, rtol))
+}
+
+pub fn scalar_f64(st: &SafeTensors, fx: &Fixture, name: &str) -> Result<f64> {
+    Ok(read_f64(st, &fx.file, name)?.1[0])
 }

@@ -9,12 +9,11 @@ use recursa_core::{Device, Error, Result, B};
 use recursa_plugins::DisLinearPath;
 use safetensors::SafeTensors;
 
-use crate::tolerance::Tolerances;
-use crate::verify::{
-    check_float, check_int, compare_exact, int_tensor, model_from_reference, read_batch, read_i32,
-    Comparison, Fixture,
+use super::compare::{
+    check_float, check_int, compare_exact, compare_f64_scalar, grad_comparisons, int_tensor,
+    model_from_reference, read_batch, read_i32, Comparison, Fixture,
 };
-use crate::verify_train::{compare_f64_scalar, grad_comparisons};
+use crate::tolerance::Tolerances;
 
 /// The DIS model of the fixture with the stored paths `{prefix}dis.paths` injected.
 fn dis_model(fx: &Fixture, st: &SafeTensors, prefix: &str, device: &Device) -> Result<LoopedModel> {
@@ -50,28 +49,29 @@ fn rollout(
     let mut out = Vec::new();
     for k in 1..=steps {
         let close = tol.dis_activations(k);
+        let previous_preds = carry.preds.clone();
         let (next, step) = model.step(carry, &batch, &mut ctx);
         carry = next;
+        // What the schedule fed this step: the question and the step-embedding rows, from
+        // the rows' data and step counts before it.
+        let steps_before = carry.steps.clone() - 1;
+        let question = model
+            .schedule
+            .question(&carry.current_data, &steps_before, &previous_preds);
+        let step_index = model.schedule.step_index(&model.net.config, &steps_before);
         let p = format!("{prefix}step{k}.");
         let loss = act_loss(&step, &carry, LossType::StablemaxCrossEntropy, |sc| {
             model.halting.q_loss(&step, sc)
         });
-        out.push(check_int(
-            st,
-            fx,
-            &format!("{p}inputs"),
-            step.question.clone(),
-        )?);
+        out.push(check_int(st, fx, &format!("{p}inputs"), question)?);
         out.push(check_int(
             st,
             fx,
             &format!("{p}target"),
             step.target.clone(),
         )?);
-        let timestep = step
-            .step_index
-            .clone()
-            .ok_or_else(|| Error::Other("the dis schedule gave no step index".into()))?;
+        let timestep =
+            step_index.ok_or_else(|| Error::Other("the dis schedule gave no step index".into()))?;
         out.push(check_int(st, fx, &format!("{p}timestep"), timestep)?);
         out.push(check_float(
             st,

@@ -1,0 +1,48 @@
+//! Gradient clipping by the global norm (PyTorch `clip_grad_norm_`).
+
+use burn::module::Param;
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+
+use crate::model::names::{visit_net, Layout, Role, WeightVisitor};
+use crate::model::Net;
+use crate::B;
+
+/// Scales every dense gradient by `min(1, max_norm / ||g||)`, the norm taken over
+/// all of them together (PyTorch `clip_grad_norm_`).
+pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f64) {
+    struct Norm<'a>(&'a GradientsParams, f64);
+    impl WeightVisitor<B> for Norm<'_> {
+        fn visit<const D: usize>(
+            &mut self,
+            _: &str,
+            _: Role,
+            _: Layout,
+            p: &mut Param<Tensor<B, D>>,
+        ) {
+            if let Some(g) = self.0.get::<B, D>(p.id) {
+                self.1 += g.square().sum().into_scalar() as f64;
+            }
+        }
+    }
+    struct Scale<'a>(&'a mut GradientsParams, f64);
+    impl WeightVisitor<B> for Scale<'_> {
+        fn visit<const D: usize>(
+            &mut self,
+            _: &str,
+            _: Role,
+            _: Layout,
+            p: &mut Param<Tensor<B, D>>,
+        ) {
+            if let Some(g) = self.0.remove::<B, D>(p.id) {
+                self.0.register(p.id, g * self.1);
+            }
+        }
+    }
+    let mut norm = Norm(grads, 0.0);
+    visit_net(net, &mut norm);
+    let total = norm.1.sqrt();
+    if total > max_norm {
+        visit_net(net, &mut Scale(grads, max_norm / (total + 1e-6)));
+    }
+}
