@@ -54,7 +54,53 @@ pub struct Carry {
     /// Argmax of each row's last logits (DIS feeds it back as the question). `[batch, seq_len]`
     pub preds: Tensor<B, 2, Int>,
     /// The supervision target's per-episode state, if it keeps one.
-    pub episode: Option<Tensor<B, 3, Int>>,
+    pub episode: Option<Episode>,
+}
+
+/// A supervision target's per-episode state, as named integer tensors of one row per
+/// batch row (`[batch, ..]`): DIS's path, dis-corrupt's reveal order and replacement
+/// tokens. The target gives it meaning (each keeps a typed view of its own); the step
+/// keeps it for rows that continue, and a checkpoint stores it, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Episode {
+    parts: Vec<(String, Tensor<B, 3, Int>)>,
+}
+
+impl Episode {
+    /// `self` with the part `name` (a later part of the same name replaces it).
+    pub fn with(mut self, name: &str, part: Tensor<B, 3, Int>) -> Episode {
+        self.parts.retain(|(n, _)| n != name);
+        self.parts.push((name.to_string(), part));
+        self
+    }
+
+    /// The part `name`, if there is one.
+    pub fn get(&self, name: &str) -> Option<&Tensor<B, 3, Int>> {
+        self.parts.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Every part, in the order they were added.
+    pub fn parts(&self) -> &[(String, Tensor<B, 3, Int>)] {
+        &self.parts
+    }
+
+    /// Rows where `take` is set from `fresh` (the same parts), the others from `self`.
+    /// A part `fresh` lacks is kept as it is.
+    pub fn replace_rows(self, take: &Tensor<B, 1, Bool>, fresh: &Episode) -> Episode {
+        let parts = self
+            .parts
+            .into_iter()
+            .map(|(name, old)| match fresh.get(&name) {
+                Some(new) => {
+                    let [rows, k, seq] = old.dims();
+                    let take = take.clone().reshape([rows, 1, 1]).expand([rows, k, seq]);
+                    (name, old.mask_where(take, new.clone()))
+                }
+                None => (name, old),
+            })
+            .collect();
+        Episode { parts }
+    }
 }
 
 /// Outputs of one supervision step.

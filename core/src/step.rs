@@ -176,14 +176,7 @@ impl LoopedModel {
         let data = carry.current_data.replace_rows(&reset, batch);
 
         let episode = match (carry.episode, self.target.start(&data, &mut ctx.rng)) {
-            (Some(old), Some(fresh)) => {
-                let [_, frames, seq] = old.dims();
-                let reset_e = reset
-                    .clone()
-                    .reshape([rows, 1, 1])
-                    .expand([rows, frames, seq]);
-                Some(old.mask_where(reset_e, fresh))
-            }
+            (Some(old), Some(fresh)) => Some(old.replace_rows(&reset, &fresh)),
             (_, fresh) => fresh,
         };
 

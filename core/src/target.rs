@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 use crate::registry::Named;
-use crate::state::Batch;
+use crate::state::{Batch, Episode};
 use crate::{Result, B};
 
 /// Gives the labels a supervision step is trained against. TRM and HRM use the
@@ -18,10 +18,10 @@ pub trait SupervisionTarget: Named + Debug + Send + Sync {
         Ok(())
     }
 
-    /// Per-episode state drawn for every row of `data` (DIS: a random order of the
-    /// cells to reveal, `[batch, frames, seq_len]`). The step keeps it only for rows
-    /// that start a new episode, as the reference does. Default: no state.
-    fn start(&self, _data: &Batch, _rng: &mut ChaCha8Rng) -> Option<Tensor<B, 3, Int>> {
+    /// Per-episode state drawn for every row of `data` (DIS: a random path from the
+    /// question to the answer). The step keeps it only for rows that start a new
+    /// episode, as the reference does. Default: no state.
+    fn start(&self, _data: &Batch, _rng: &mut ChaCha8Rng) -> Option<Episode> {
         None
     }
 
@@ -32,7 +32,7 @@ pub trait SupervisionTarget: Named + Debug + Send + Sync {
     fn target(
         &self,
         data: &Batch,
-        episode: Option<&Tensor<B, 3, Int>>,
+        episode: Option<&Episode>,
         steps: &Tensor<B, 1, Int>,
     ) -> Tensor<B, 2, Int>;
 

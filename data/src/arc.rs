@@ -30,10 +30,12 @@
 //!   is set (the reference always fills `[[0]]`); a test set that is not among the subsets is
 //!   an error; empty grids are rejected.
 
+use crate::atomic::{check_output_free, TempDir};
 use crate::augment::{Augmentation, DetRng};
 use crate::error::DataError;
+use crate::format::{write_json, DatasetMetadata, SplitSummary};
 use crate::grid::{encode_grid_into, Grid, ARC_MAX_GRID_SIZE, ARC_SEQ_LEN, ARC_VOCAB_SIZE};
-use crate::json::{to_python_json, Ordered};
+use crate::json::Ordered;
 use crate::npy::{write_npy_i32, NpyDtype, NpyWriter};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -363,14 +365,6 @@ impl ArcBuildOptions {
     }
 }
 
-/// Counts of one split.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SplitSummary {
-    pub groups: usize,
-    pub puzzles: usize,
-    pub examples: usize,
-}
-
 /// What [`build_arc`] produced.
 #[derive(Clone, Debug, Serialize)]
 pub struct ArcBuildSummary {
@@ -452,93 +446,6 @@ pub fn build_arc_from_subsets(
             .map_err(|e| DataError::InvalidOptions(format!("thread pool: {e}")))?
             .install(run),
         None => run(),
-    }
-}
-
-/// Fails with [`DataError::OutputExists`] if `out` exists (file, directory or link).
-pub(crate) fn check_output_free(out: &Path) -> Result<(), DataError> {
-    if out.symlink_metadata().is_ok() {
-        return Err(DataError::OutputExists {
-            path: out.to_path_buf(),
-        });
-    }
-    Ok(())
-}
-
-/// Removes `.{name}.{pid}.*.tmp` directories in `parent` left by a build whose
-/// process is gone (killed before it could clean up). Linux only: elsewhere
-/// liveness is unknown and nothing is removed.
-fn remove_stale_temps(parent: &Path, name: &str) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let prefix = format!(".{name}.");
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().to_string();
-        let Some(rest) = file
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_suffix(".tmp"))
-        else {
-            continue;
-        };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// A temporary directory removed on drop unless [`TempDir::commit`] renamed it.
-pub(crate) struct TempDir {
-    pub(crate) path: PathBuf,
-    committed: bool,
-}
-
-impl TempDir {
-    /// Creates `.{name}.{pid}.{n}.tmp` next to `out` (creating `out`'s parent if needed).
-    pub(crate) fn next_to(out: &Path) -> Result<TempDir, DataError> {
-        let name = out.file_name().ok_or_else(|| {
-            DataError::InvalidOptions(format!("output {} has no file name", out.display()))
-        })?;
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| DataError::io(&parent, e))?;
-        remove_stale_temps(&parent, &name.to_string_lossy());
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = parent.join(format!(
-            ".{}.{}.{n}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        std::fs::create_dir(&path).map_err(|e| DataError::io(&path, e))?;
-        Ok(TempDir {
-            path,
-            committed: false,
-        })
-    }
-
-    /// Renames the directory to `out`, unless `out` appeared meanwhile.
-    pub(crate) fn commit(mut self, out: &Path) -> Result<(), DataError> {
-        check_output_free(out)?;
-        std::fs::rename(&self.path, out).map_err(|e| DataError::io(out, e))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
     }
 }
 
@@ -824,21 +731,6 @@ impl SplitFiles {
     }
 }
 
-/// The reference `PuzzleDatasetMetadata`, fields in its order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DatasetMetadata {
-    pub pad_id: i64,
-    pub ignore_label_id: Option<i64>,
-    pub blank_identifier_id: i64,
-    pub vocab_size: i64,
-    pub seq_len: i64,
-    pub num_puzzle_identifiers: i64,
-    pub total_groups: i64,
-    pub mean_puzzle_examples: f64,
-    pub total_puzzles: i64,
-    pub sets: Vec<String>,
-}
-
 impl DatasetMetadata {
     /// The ARC builder's metadata: PAD 0, ignored label 0 (the stored labels keep PAD = 0;
     /// the reference loader maps it to -100 only when batching), blank id 0, vocab 12.
@@ -856,12 +748,6 @@ impl DatasetMetadata {
             sets: vec!["all".into()],
         }
     }
-}
-
-/// Writes `value` as JSON formatted like Python's `json.dump`.
-pub(crate) fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), DataError> {
-    let bytes = to_python_json(value).map_err(|e| DataError::json(path, e))?;
-    std::fs::write(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
 /// The serialised form of a test puzzle in `test_puzzles.json`.

@@ -1,11 +1,12 @@
-//! Writing a file whole or not at all: every writer of recursa goes through here.
+//! Writing a file (or a dataset directory) whole or not at all: every writer of recursa
+//! goes through here.
 //!
 //! The bytes go to a uniquely named temporary file beside the target (`tempfile`),
 //! are synced, and the file is renamed onto the target; on any error (a full disk)
 //! the temporary file is removed and the target is untouched.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::DataError;
 
@@ -62,6 +63,93 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
             })
         }
         Err(e) => Err(DataError::io(path, e.error)),
+    }
+}
+
+/// Fails with [`DataError::OutputExists`] if `out` exists (file, directory or link).
+pub(crate) fn check_output_free(out: &Path) -> Result<(), DataError> {
+    if out.symlink_metadata().is_ok() {
+        return Err(DataError::OutputExists {
+            path: out.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Removes `.{name}.{pid}.*.tmp` directories in `parent` left by a build whose
+/// process is gone (killed before it could clean up). Linux only: elsewhere
+/// liveness is unknown and nothing is removed.
+fn remove_stale_temps(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A temporary directory removed on drop unless [`TempDir::commit`] renamed it.
+pub(crate) struct TempDir {
+    pub(crate) path: PathBuf,
+    committed: bool,
+}
+
+impl TempDir {
+    /// Creates `.{name}.{pid}.{n}.tmp` next to `out` (creating `out`'s parent if needed).
+    pub(crate) fn next_to(out: &Path) -> Result<TempDir, DataError> {
+        let name = out.file_name().ok_or_else(|| {
+            DataError::InvalidOptions(format!("output {} has no file name", out.display()))
+        })?;
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| DataError::io(&parent, e))?;
+        remove_stale_temps(&parent, &name.to_string_lossy());
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = parent.join(format!(
+            ".{}.{}.{n}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::create_dir(&path).map_err(|e| DataError::io(&path, e))?;
+        Ok(TempDir {
+            path,
+            committed: false,
+        })
+    }
+
+    /// Renames the directory to `out`, unless `out` appeared meanwhile.
+    pub(crate) fn commit(mut self, out: &Path) -> Result<(), DataError> {
+        check_output_free(out)?;
+        std::fs::rename(&self.path, out).map_err(|e| DataError::io(out, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

@@ -14,9 +14,10 @@
 //! never panics, whatever the bytes; every error names the file, the 1-based row (the header is
 //! row 1; a row is the physical line where a record starts) and the field.
 
-pub(crate) use crate::arc::check_output_free;
-use crate::arc::{write_json, DatasetMetadata, SplitSummary, TempDir};
+pub(crate) use crate::atomic::check_output_free;
+use crate::atomic::TempDir;
 use crate::error::DataError;
+use crate::format::{write_json, DatasetMetadata, SplitSummary};
 use crate::npy::{write_npy_i32, NpyDtype, NpyWriter};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ pub mod augment;
 pub mod canvas;
 pub mod error;
 pub mod fault;
+pub mod format;
 pub mod grid;
 mod json;
 pub mod loader;
@@ -28,9 +29,10 @@ pub mod npy;
 pub mod progress;
 pub mod verify;
 
-pub use arc::{build_arc, ArcBuildOptions, ArcBuildSummary, DatasetMetadata, SplitSummary};
+pub use arc::{build_arc, ArcBuildOptions, ArcBuildSummary};
 pub use arc_eval::{ArcEvalBatch, ArcEvalOptions, ArcEvalResult, ArcEvaluator, ExactAccuracy};
 pub use error::DataError;
+pub use format::{DatasetMetadata, SplitSummary};
 pub use loader::{
     local_range, test_batches, GlobalBatch, GroupSampler, HostBatch, Prefetch, PuzzleArrays,
     PuzzleSet, PuzzleSplit, SamplerState, TestBatches, TokenArray, TrainBatch, TrainBatches,

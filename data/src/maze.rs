@@ -12,13 +12,13 @@
 //! global generator; the test file is optional; both files must have the same grid size (the
 //! reference would write two splits of different `seq_len`, which its loader rejects).
 
-use crate::arc::SplitSummary;
 use crate::augment::{dihedral_transform, DetRng};
 use crate::csv_puzzles::{
     check_output_free, read_puzzle_csv, square_side, subsample_indices, write_puzzle_csv,
     BuildSummary, PuzzleKind, PuzzleRecord, SplitWriter, TempOutput, MAZE_CHARSET,
 };
 use crate::error::DataError;
+use crate::format::SplitSummary;
 use crate::grid::Grid;
 use crate::sudoku::{collect_distinct, mean_rating, GenerateSummary};
 use serde::Serialize;

@@ -19,13 +19,13 @@
 //!   drawn for 6x6; bands are 2 rows and stacks 3 columns.
 //! * The reader rejects answers that disagree with a given (the reference does not check).
 
-use crate::arc::SplitSummary;
 use crate::augment::DetRng;
 use crate::csv_puzzles::{
     check_output_free, read_puzzle_csv, subsample_indices, write_puzzle_csv, BuildSummary,
     PuzzleKind, PuzzleRecord, SplitWriter, TempOutput,
 };
 use crate::error::DataError;
+use crate::format::SplitSummary;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashSet;

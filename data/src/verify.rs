@@ -8,12 +8,12 @@
 //! checked; train rows up to translation, with at least one untranslated example).
 
 use crate::arc::{
-    build_arc_from_subsets, parse_arc_subset, ArcBuildOptions, ArcSubset, DatasetMetadata,
-    ExampleKind,
+    build_arc_from_subsets, parse_arc_subset, ArcBuildOptions, ArcSubset, ExampleKind,
 };
 use crate::arc_eval::{ArcEvalBatch, ArcEvalOptions, ArcEvaluator};
 use crate::augment::parse_puzzle_name;
 use crate::error::DataError;
+use crate::format::DatasetMetadata;
 use crate::grid::{encode_grid, Grid, ARC_MAX_GRID_SIZE, ARC_SEQ_LEN};
 use crate::json::Ordered;
 use crate::npy::{read_npy, NpyDtype};

@@ -4,6 +4,7 @@
 //! * [`plot`]: training curves of runs as a PNG and a CSV.
 
 pub mod bench;
+pub mod cli;
 pub mod eval;
 pub mod plot;
 pub mod progress;

@@ -111,10 +111,19 @@ fn train_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
-    let dir = std::env::temp_dir().join(format!("recursa-resume-{}", std::process::id()));
+    resumes_bit_identically("quick-flip", "experiments/configs/quick-flip.toml");
+}
+
+/// DIS keeps a per-episode state (its path) in the carry: the checkpoint must hold it.
+#[test]
+fn a_resumed_dis_run_is_bit_identical_to_an_uninterrupted_one() {
+    resumes_bit_identically("quick-dis", "experiments/configs/quick-dis.toml");
+}
+
+fn resumes_bit_identically(name: &str, config: &str) {
+    let dir = std::env::temp_dir().join(format!("recursa-resume-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (a, b) = (dir.join("a"), dir.join("b"));
-    let config = "experiments/configs/quick-flip.toml";
     let common = [
         "--set",
         "train.steps=10",

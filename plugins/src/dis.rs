@@ -26,7 +26,7 @@ use recursa_core::model::Net;
 use recursa_core::model::NetConfig;
 use recursa_core::registry::Plugin;
 use recursa_core::schedule::{NetCalls, MAX_CYCLES};
-use recursa_core::state::{Batch, Latents};
+use recursa_core::state::{Batch, Episode, Latents};
 use recursa_core::train::loss::IGNORE_LABEL_ID;
 use recursa_core::{Error, RecursionSchedule, Result, SupervisionTarget, B};
 use serde::{Deserialize, Serialize};
@@ -180,9 +180,10 @@ impl SupervisionTarget for DisLinearPath {
         Some(self.steps)
     }
 
-    fn start(&self, data: &Batch, rng: &mut ChaCha8Rng) -> Option<Tensor<B, 3, Int>> {
+    /// The episode's path (`"path"`, `[batch, N + 1, seq_len]`: frames 0..=N).
+    fn start(&self, data: &Batch, rng: &mut ChaCha8Rng) -> Option<Episode> {
         if let Some(paths) = &self.fixed_paths {
-            return Some(paths.clone());
+            return Some(Episode::default().with("path", paths.clone()));
         }
         let [rows, seq] = data.inputs.dims();
         let host = |t: &Tensor<B, 2, Int>| {
@@ -200,20 +201,18 @@ impl SupervisionTarget for DisLinearPath {
             rng,
         );
         let device = data.inputs.device();
-        Some(Tensor::from_data(
-            TensorData::new(paths, [rows, self.steps + 1, seq]),
-            &device,
-        ))
+        let paths = Tensor::from_data(TensorData::new(paths, [rows, self.steps + 1, seq]), &device);
+        Some(Episode::default().with("path", paths))
     }
 
     /// Frame `clamp(steps, 0, N)`; tokens outside the vocabulary (-100) are ignored.
     fn target(
         &self,
         data: &Batch,
-        episode: Option<&Tensor<B, 3, Int>>,
+        episode: Option<&Episode>,
         steps: &Tensor<B, 1, Int>,
     ) -> Tensor<B, 2, Int> {
-        let Some(paths) = episode else {
+        let Some(paths) = episode.and_then(|e| e.get("path")) else {
             return data.labels.clone();
         };
         let [rows, frames, seq] = paths.dims();

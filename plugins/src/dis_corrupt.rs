@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use recursa_core::error::check_count;
 use recursa_core::halting::MAX_STEPS;
 use recursa_core::registry::Plugin;
-use recursa_core::state::Batch;
+use recursa_core::state::{Batch, Episode};
 use recursa_core::train::loss::IGNORE_LABEL_ID;
 use recursa_core::{Error, Result, SupervisionTarget, B};
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,34 @@ pub struct DisCorrupt {
     pub step_weights: bool,
 }
 
+/// dis-corrupt's per-episode state, `[batch, seq_len]` each.
+struct CorruptionState {
+    /// Where each cell comes in the order cells stop being corrupted (a permutation).
+    rank: Tensor<B, 2, Int>,
+    /// The token a replaced cell shows.
+    tokens: Tensor<B, 2, Int>,
+}
+
+impl CorruptionState {
+    fn into_episode(self) -> Episode {
+        Episode::default()
+            .with("rank", self.rank.unsqueeze_dim(1))
+            .with("tokens", self.tokens.unsqueeze_dim(1))
+    }
+
+    fn of(episode: &Episode) -> Option<CorruptionState> {
+        let part = |name: &str| {
+            let t = episode.get(name)?.clone();
+            let [rows, _, seq] = t.dims();
+            Some(t.reshape([rows, seq]))
+        };
+        Some(CorruptionState {
+            rank: part("rank")?,
+            tokens: part("tokens")?,
+        })
+    }
+}
+
 impl SupervisionTarget for DisCorrupt {
     fn check_fields(&self) -> Result<()> {
         check_count("target.steps", self.steps, MAX_STEPS)?;
@@ -85,35 +113,38 @@ impl SupervisionTarget for DisCorrupt {
     }
 
     /// Per row: the order in which cells stop being corrupted, and the replacement tokens.
-    fn start(&self, data: &Batch, rng: &mut ChaCha8Rng) -> Option<Tensor<B, 3, Int>> {
+    fn start(&self, data: &Batch, rng: &mut ChaCha8Rng) -> Option<Episode> {
         let [rows, seq] = data.labels.dims();
-        let mut state = Vec::with_capacity(rows * 2 * seq);
+        let (mut rank, mut tokens) = (
+            Vec::with_capacity(rows * seq),
+            Vec::with_capacity(rows * seq),
+        );
         for _ in 0..rows {
             let mut order: Vec<i32> = (0..seq as i32).collect();
             order.shuffle(rng);
-            state.extend(order);
-            state.extend(
+            rank.extend(order);
+            tokens.extend(
                 (0..seq).map(|_| rng.random_range(self.replace_tokens[0]..self.replace_tokens[1])),
             );
         }
-        Some(Tensor::from_data(
-            TensorData::new(state, [rows, 2, seq]),
-            &data.labels.device(),
-        ))
+        let device = data.labels.device();
+        let state = CorruptionState {
+            rank: Tensor::from_data(TensorData::new(rank, [rows, seq]), &device),
+            tokens: Tensor::from_data(TensorData::new(tokens, [rows, seq]), &device),
+        };
+        Some(state.into_episode())
     }
 
     fn target(
         &self,
         data: &Batch,
-        episode: Option<&Tensor<B, 3, Int>>,
+        episode: Option<&Episode>,
         steps: &Tensor<B, 1, Int>,
     ) -> Tensor<B, 2, Int> {
-        let Some(state) = episode else {
+        let Some(CorruptionState { rank, tokens }) = episode.and_then(CorruptionState::of) else {
             return data.labels.clone();
         };
         let [rows, seq] = data.labels.dims();
-        let rank = state.clone().narrow(1, 0, 1).reshape([rows, seq]);
-        let tokens = state.clone().narrow(1, 1, 1).reshape([rows, seq]);
         // Corrupt the cells whose rank is below (1 - k/N) * seq_len.
         let n = self.steps as i64;
         let k = steps.clone().clamp(0, n);

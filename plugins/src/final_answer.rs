@@ -2,7 +2,7 @@
 
 use burn::tensor::{Int, Tensor};
 use recursa_core::registry::Plugin;
-use recursa_core::state::Batch;
+use recursa_core::state::{Batch, Episode};
 use recursa_core::{SupervisionTarget, B};
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,7 @@ impl SupervisionTarget for FinalAnswer {
     fn target(
         &self,
         data: &Batch,
-        _episode: Option<&Tensor<B, 3, Int>>,
+        _episode: Option<&Episode>,
         _steps: &Tensor<B, 1, Int>,
     ) -> Tensor<B, 2, Int> {
         data.labels.clone()

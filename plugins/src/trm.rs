@@ -71,9 +71,9 @@ impl RecursionSchedule for Trm {
     }
 }
 
-/// TRM's deep recursion (paper, Figure 3; reference `inner.forward`), which DIS builds on:
-/// T cycles of (n latent updates `z = net(z, y + x)`, then `y = net(y, z)`), the
-/// first T-1 cycles without gradient: they only improve (y, z) before the cycle
+/// TRM's deep recursion (paper, Figure 3; the reference's `inner.forward`), which DIS
+/// builds on: T cycles of (n latent updates `z = net(z, y + x)`, then `y = net(y, z)`),
+/// the first T-1 cycles without gradient: they only improve (y, z) before the cycle
 /// that learns.
 pub fn deep_recursion(
     net: &Net,
@@ -83,36 +83,28 @@ pub fn deep_recursion(
     t: usize,
     n: usize,
 ) -> Latents {
-    let mut latents = latents;
-    if t > 1 {
-        // The reference's `with torch.no_grad()` block.
-        let no_grad = NoGrad::new(net, rope);
-        let inner = no_grad.input_latents(latents);
-        let x = no_grad.input(x.clone());
-        let inner = cycles(&no_grad.net, inner, &x, no_grad.rope.as_ref(), t - 1, n);
-        latents = no_grad.output_latents(inner);
-    }
-    cycles(net, latents, x, rope, 1, n)
-}
-
-/// `cycles` times: n updates `z = net(z, y + x)`, then `y = net(y, z)`.
-fn cycles(
-    net: &Net,
-    latents: Latents,
-    x: &Tensor<B, 3>,
-    rope: Option<&Rope<B>>,
-    cycles: usize,
-    n: usize,
-) -> Latents {
     let Latents {
         z_h: mut y,
         z_l: mut z,
     } = latents;
-    for _ in 0..cycles {
-        for _ in 0..n {
-            z = net.l_level.forward(z, y.clone() + x.clone(), rope);
+    // with torch.no_grad():
+    if t > 1 {
+        let no_grad = NoGrad::new(net, rope);
+        let (l_level, rope) = (&no_grad.net.l_level, no_grad.rope.as_ref());
+        let x = no_grad.input(x.clone());
+        let (mut y_, mut z_) = (no_grad.input(y), no_grad.input(z));
+        for _h_step in 0..t - 1 {
+            for _l_step in 0..n {
+                z_ = l_level.forward(z_, y_.clone() + x.clone(), rope);
+            }
+            y_ = l_level.forward(y_, z_.clone(), rope);
         }
-        y = net.l_level.forward(y, z.clone(), rope);
+        (y, z) = (no_grad.output(y_), no_grad.output(z_));
     }
+    // 1 cycle with gradient
+    for _l_step in 0..n {
+        z = net.l_level.forward(z, y.clone() + x.clone(), rope);
+    }
+    y = net.l_level.forward(y, z.clone(), rope);
     Latents { z_h: y, z_l: z }
 }

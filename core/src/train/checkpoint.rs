@@ -17,7 +17,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Batch, Carry, Latents};
+use crate::state::{Batch, Carry, Episode, Latents};
 use crate::train::data::SamplerState;
 use crate::weights::{read_f32, write_atomic};
 use crate::{Device, Error, Result, B};
@@ -206,8 +206,19 @@ pub fn save_carry(carry: &Carry, path: &Path) -> Result<()> {
         ),
         ("preds", Dtype::I32, i32_bytes(&carry.preds)),
     ];
-    if let Some(e) = &carry.episode {
-        items.push(("episode", Dtype::I32, i32_bytes(e)));
+    let episode_names: Vec<String> = carry
+        .episode
+        .iter()
+        .flat_map(|e| e.parts())
+        .map(|(name, _)| format!("episode.{name}"))
+        .collect();
+    for ((_, part), name) in carry
+        .episode
+        .iter()
+        .flat_map(|e| e.parts())
+        .zip(&episode_names)
+    {
+        items.push((name.as_str(), Dtype::I32, i32_bytes(part)));
     }
     let views: Vec<_> = items
         .iter()
@@ -271,10 +282,33 @@ pub fn load_carry(path: &Path, device: &Device) -> Result<Carry> {
             puzzle_identifiers: int(&st, &file, "puzzle_identifiers", device)?,
         },
         preds: int(&st, &file, "preds", device)?,
-        episode: if st.tensor("episode").is_ok() {
-            Some(int(&st, &file, "episode", device)?)
-        } else {
-            None
-        },
+        episode: load_episode(&st, &file, device)?,
     })
+}
+
+/// The per-episode state's parts, `episode.NAME` each (none: `None`).
+fn load_episode(st: &SafeTensors, file: &str, device: &Device) -> Result<Option<Episode>> {
+    if st.tensor("episode").is_ok() {
+        return Err(Error::Input(format!(
+            "{file}: `episode` is the per-episode state of an earlier recursa (one packed \
+             tensor); this one stores its parts as `episode.NAME`: restart the run or resume \
+             from a checkpoint written by this version"
+        )));
+    }
+    let mut names: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("episode."))
+        .cloned()
+        .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    names.sort();
+    let mut episode = Episode::default();
+    for name in names {
+        let part = int(st, file, &name, device)?;
+        episode = episode.with(&name["episode.".len()..], part);
+    }
+    Ok(Some(episode))
 }
