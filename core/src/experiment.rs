@@ -258,9 +258,12 @@ impl ExperimentConfig {
     /// (`train.lr`, `schedule.h_cycles`, `net.hidden_size`).
     pub fn validate(&self) -> Result<()> {
         self.net.validate().map_err(|e| e.within("net"))?;
-        self.schedule.build()?.check(&self.net)?;
-        self.target.build()?.check(&self.net)?;
-        self.halting.build()?;
+        crate::step::check_plugins(
+            &self.net,
+            &*self.schedule.build()?,
+            &*self.target.build()?,
+            &*self.halting.build()?,
+        )?;
         if let Some(train) = &self.train {
             train.validate().map_err(|e| e.within("train"))?;
         }

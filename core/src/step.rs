@@ -31,8 +31,21 @@ pub struct LoopedModel {
     pub halting: Box<dyn HaltingPolicy>,
 }
 
-/// DIS's N is given in up to three places (the halting policy's steps, the target's
-/// path length, the step-embedding rows N + 2); all that are given must agree.
+/// Checks that the plugins fit the network and each other: the schedule's and the
+/// target's `check`, and DIS's N, given in up to three places (the halting policy's
+/// steps, the target's path length, the step-embedding rows N + 2), which must agree.
+/// Errors name the fields.
+pub fn check_plugins(
+    net: &NetConfig,
+    schedule: &dyn RecursionSchedule,
+    target: &dyn SupervisionTarget,
+    halting: &dyn HaltingPolicy,
+) -> Result<()> {
+    schedule.check(net)?;
+    target.check(net)?;
+    check_supervision_steps(net, schedule, target, halting)
+}
+
 fn check_supervision_steps(
     net: &NetConfig,
     schedule: &dyn RecursionSchedule,
@@ -47,13 +60,13 @@ fn check_supervision_steps(
     if target_n.is_none_or(|t| t == n) && rows.is_none_or(|r| r == n + 2) {
         return Ok(());
     }
-    let mut given = vec![format!("halting: {n} supervision steps")];
+    let mut given = vec![format!("the halting policy's {n} supervision steps")];
     given.extend(target_n.map(|t| format!("target.steps = {t}")));
     given.extend(rows.map(|r| format!("net.step_embeddings = {r} (N + 2)")));
     Err(crate::Error::config(
         "halting",
         format!(
-            "{}: they must agree on N, the supervision steps of an episode",
+            "{} must agree on N, the supervision steps of an episode",
             given.join(", ")
         ),
     ))
@@ -91,9 +104,7 @@ impl LoopedModel {
         target: Box<dyn SupervisionTarget>,
         halting: Box<dyn HaltingPolicy>,
     ) -> Result<Self> {
-        schedule.check(&net.config)?;
-        target.check(&net.config)?;
-        check_supervision_steps(&net.config, &*schedule, &*target, &*halting)?;
+        check_plugins(&net.config, &*schedule, &*target, &*halting)?;
         Ok(LoopedModel {
             net,
             schedule,

@@ -122,6 +122,54 @@ fn illegal_combinations_are_config_errors() {
 }
 
 #[test]
+fn the_supervision_steps_of_dis_are_checked_together() {
+    // halting: 3 steps; the target's path and the step embedding say otherwise.
+    let dis = SCHEDULES[2];
+    let path4 = "name = \"dis-linear-path\"\nsteps = 4";
+    for (target, rows, expect) in [
+        (
+            path4,
+            5,
+            vec!["halting policy's 3 supervision steps", "target.steps = 4"],
+        ),
+        (TARGETS[1], 6, vec!["net.step_embeddings = 6 (N + 2)"]),
+        (
+            path4,
+            6,
+            vec!["target.steps = 4", "net.step_embeddings = 6 (N + 2)"],
+        ),
+    ] {
+        let extra = format!("h_layers = 1\nstep_embeddings = {rows}");
+        let text = experiment(dis, target, HALTING[2], &extra);
+        // Refused at load, before any run directory is written.
+        let err = ExperimentConfig::from_toml(&text, "mix.toml")
+            .unwrap_err()
+            .to_string();
+        for part in expect {
+            assert!(err.contains(part), "{err} should name {part}");
+        }
+        assert!(err.contains("must agree on N"), "{err}");
+    }
+    // Agreeing: 3 steps, a path of 3, 5 embedding rows.
+    let ok = experiment(
+        dis,
+        TARGETS[1],
+        HALTING[2],
+        "h_layers = 1\nstep_embeddings = 5",
+    );
+    ExperimentConfig::from_toml(&ok, "mix.toml").unwrap();
+    // TRM has no step embedding: only the target and the halting policy must agree.
+    let trm = experiment(SCHEDULES[0], path4, HALTING[2], "");
+    let err = ExperimentConfig::from_toml(&trm, "mix.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("target.steps = 4") && !err.contains("step_embeddings"),
+        "{err}"
+    );
+}
+
+#[test]
 fn forward_pass_accounting_matches_the_papers() {
     let device = recursa_backends::device("cpu").unwrap();
     let calls = |config: &str| {
