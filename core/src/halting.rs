@@ -10,7 +10,9 @@ use crate::state::{HaltInput, StepOutput};
 use crate::{Result, B};
 
 /// Decides per row whether the episode ends after this supervision step. In
-/// evaluation every policy runs its maximum, so a batch halts together.
+/// evaluation every policy runs its maximum, so a batch halts together: the
+/// evaluation rollout runs `max_steps` steps and refuses a policy that leaves a row
+/// running.
 pub trait HaltingPolicy: Named + Debug + Send + Sync {
     /// Rejects field values out of range, naming the field; runs when the
     /// experiment file is read. Default: any values.

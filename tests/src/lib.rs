@@ -24,6 +24,18 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// `experiments/configs/quick-flip.toml` with its `[halting]` table replaced by `halting`
+/// (the table's lines, `name = "..."` first).
+pub fn quick_flip_with_halting(halting: &str) -> String {
+    let path = repo_root().join("experiments/configs/quick-flip.toml");
+    let text = std::fs::read_to_string(&path).expect("quick-flip.toml is checked in");
+    let start = text
+        .find("[halting]")
+        .expect("quick-flip.toml has [halting]");
+    let end = text.find("[train]").expect("quick-flip.toml has [train]");
+    format!("{}[halting]\n{halting}\n\n{}", &text[..start], &text[end..])
+}
+
 /// Gives the tensors the reference zero-initialises (the puzzle table, the Q head)
 /// values uniform in [-0.5, 0.5) drawn from `seed`, so that tests exercise those
 /// paths too. The weights go through a safetensors round trip, so this works on

@@ -71,19 +71,13 @@ use recursa_core::registry;
 use recursa_core::train::trainer::Trainer;
 use recursa_plugins as _;
 
-fn quick_with(halting: &str) -> String {
-    let path = recursa_tests::repo_root().join("experiments/configs/quick-flip.toml");
-    let text = std::fs::read_to_string(path).unwrap();
-    let start = text.find("[halting]").unwrap();
-    let end = text.find("[train]").unwrap();
-    format!("{}[halting]\n{halting}\n\n{}", &text[..start], &text[end..])
-}
-
 #[test]
 fn the_example_plugin_is_registered_and_trains() {
     let entry = registry::find(registry::Axis::Halting, "confident-halt").unwrap();
     assert_eq!(entry.fields.len(), 2);
-    let text = quick_with("name = \"confident-halt\"\nmax_steps = 4\nconfidence = 0.9");
+    let text = recursa_tests::quick_flip_with_halting(
+        "name = \"confident-halt\"\nmax_steps = 4\nconfidence = 0.9",
+    );
     let e = ExperimentConfig::from_toml(&text, "quick-flip.toml").unwrap();
     let (train, _) = recursa::tasks::generate(e.data.as_ref().unwrap(), e.seed).unwrap();
     let batch = e.train.as_ref().unwrap().global_batch_size;
@@ -95,7 +89,9 @@ fn the_example_plugin_is_registered_and_trains() {
     }
     // Its own config errors come back through the experiment file, at load.
     let err = ExperimentConfig::from_toml(
-        &quick_with("name = \"confident-halt\"\nmax_steps = 4\nconfidence = 2.0"),
+        &recursa_tests::quick_flip_with_halting(
+            "name = \"confident-halt\"\nmax_steps = 4\nconfidence = 2.0",
+        ),
         "q.toml",
     )
     .unwrap_err()

@@ -275,29 +275,44 @@ impl Trainer {
                 let host = host.map_err(data_error)?;
                 let batch = device_batch(&host, &device);
                 let mut carry = self.model.initial_carry_on(&batch, &device);
-                for _ in 0..self.model.halting.max_steps() {
+                // In evaluation every policy runs its maximum (the `HaltingPolicy`
+                // contract), so the batch halts together after the last step: one check
+                // per batch instead of a host sync per step.
+                let max_steps = self.model.halting.max_steps();
+                let mut last = None;
+                for _ in 0..max_steps {
                     let (next, out) = self.model.step_with(&net, carry, &batch, &mut ctx);
                     carry = next;
-                    if carry.halted.clone().all().into_scalar() != 0 {
-                        let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
-                        total.add(&m.metrics);
-                        let preds: Vec<i32> = out
-                            .logits
-                            .argmax(2)
-                            .into_data()
-                            .convert::<i32>()
-                            .to_vec()
-                            .expect("converted to i32");
-                        let q: Vec<f32> = out
-                            .q_halt_logits
-                            .into_data()
-                            .convert::<f32>()
-                            .to_vec()
-                            .expect("converted to f32");
-                        on_batch(&host, &preds, &q)?;
-                        break;
-                    }
+                    last = Some(out);
                 }
+                let Some(out) = last else {
+                    return Err(Error::config(
+                        "halting",
+                        "0 supervision steps: nothing to evaluate",
+                    ));
+                };
+                if carry.halted.clone().all().into_scalar() == 0 {
+                    return Err(Error::Other(format!(
+                        "halting policy `{}`: rows still running after its {max_steps} steps in evaluation (it must halt every row at its maximum)",
+                        self.model.halting.name()
+                    )));
+                }
+                let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
+                total.add(&m.metrics);
+                let preds: Vec<i32> = out
+                    .logits
+                    .argmax(2)
+                    .into_data()
+                    .convert::<i32>()
+                    .to_vec()
+                    .expect("converted to i32");
+                let q: Vec<f32> = out
+                    .q_halt_logits
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .expect("converted to f32");
+                on_batch(&host, &preds, &q)?;
             }
         }
         let n = total.count.max(1.0);
