@@ -105,6 +105,9 @@ impl ReferenceConfig {
             rms_norm_eps: self.rms_norm_eps,
             mlp_t: self.mlp_t,
             step_embeddings,
+            // The reference code has SwiGLU only.
+            mlp_kind: crate::model::MlpKind::Swiglu,
+            conv_kernel: 2,
         };
         net.validate()?;
         Ok(net)

@@ -77,6 +77,13 @@ pub trait RecursionSchedule: Named + Debug + Send + Sync {
         false
     }
 
+    /// The schedule to run at `progress`, the fraction of training steps done before
+    /// this one (in [0, 1)): a depth curriculum returns its shallower stage (CGAR).
+    /// Evaluation does not ask, and runs the schedule itself. Default: `None`, itself.
+    fn at_progress(&self, _progress: f64) -> Option<Box<dyn RecursionSchedule>> {
+        None
+    }
+
     /// Runs the recursion of one supervision step.
     fn recurse(
         &self,

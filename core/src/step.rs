@@ -72,10 +72,33 @@ fn check_supervision_steps(
     ))
 }
 
-/// Per-run state a step needs besides the carry: mode and the halting random stream.
+/// The schedule of one step: the model's own, or a curriculum stage of it.
+pub enum Staged<'a> {
+    Full(&'a dyn RecursionSchedule),
+    Stage(Box<dyn RecursionSchedule>),
+}
+
+impl<'a> std::ops::Deref for Staged<'a> {
+    type Target = dyn RecursionSchedule + 'a;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Staged::Full(s) => *s,
+            Staged::Stage(s) => &**s,
+        }
+    }
+}
+
+/// Per-run state a step needs besides the carry: mode, the random stream (halting
+/// exploration, episode draws, latent noise), and where training stands.
 pub struct StepContext {
     pub training: bool,
     pub rng: ChaCha8Rng,
+    /// Fraction of training steps done before this one, for a depth curriculum
+    /// ([`RecursionSchedule::at_progress`]); `None` runs the schedule itself.
+    pub progress: Option<f64>,
+    /// σ of Gaussian noise added to y = z_H before each step's recursion (PTRM's noisy
+    /// trajectories, see `train::trajectories`); `None` for none.
+    pub latent_noise: Option<f64>,
 }
 
 impl StepContext {
@@ -84,6 +107,8 @@ impl StepContext {
         StepContext {
             training: false,
             rng: ChaCha8Rng::seed_from_u64(0),
+            progress: None,
+            latent_noise: None,
         }
     }
 
@@ -92,6 +117,16 @@ impl StepContext {
         StepContext {
             training: true,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            progress: None,
+            latent_noise: None,
+        }
+    }
+
+    /// This context at `progress` through training (see [`StepContext::progress`]).
+    pub fn at_progress(self, progress: f64) -> Self {
+        StepContext {
+            progress: Some(progress),
+            ..self
         }
     }
 }
@@ -111,6 +146,15 @@ impl LoopedModel {
             target,
             halting,
         })
+    }
+
+    /// The schedule a step runs at `progress` (see [`RecursionSchedule::at_progress`]):
+    /// a curriculum's stage, or the schedule itself.
+    pub fn schedule_at(&self, progress: Option<f64>) -> Staged<'_> {
+        match progress.and_then(|p| self.schedule.at_progress(p)) {
+            Some(stage) => Staged::Stage(stage),
+            None => Staged::Full(&*self.schedule),
+        }
     }
 
     /// The carry before the first step: every row halted, so the first step
@@ -173,7 +217,7 @@ impl LoopedModel {
                 .reshape([1, 1, hidden])
                 .expand([rows, positions, hidden])
         };
-        let latents = Latents {
+        let mut latents = Latents {
             z_h: carry
                 .latents
                 .z_h
@@ -191,14 +235,18 @@ impl LoopedModel {
             (_, fresh) => fresh,
         };
 
+        if let Some(sigma) = ctx.latent_noise {
+            let (shape, device) = (latents.z_h.dims(), latents.z_h.device());
+            latents.z_h = latents.z_h + gaussian(shape, sigma, &mut ctx.rng, &device);
+        }
+
+        let schedule = self.schedule_at(ctx.progress);
         let puzzle = net.puzzle_rows(data.puzzle_identifiers.clone(), ctx.training);
-        let question = self.schedule.question(&data, &steps, &carry.preds);
-        let step_index = self.schedule.step_index(&net.config, &steps);
+        let question = schedule.question(&data, &steps, &carry.preds);
+        let step_index = schedule.step_index(&net.config, &steps);
         let x = net.input_embeddings(question, puzzle.clone(), step_index);
         let rope = net.rope(&x.device());
-        let latents = self
-            .schedule
-            .recurse(net, latents, x.clone(), rope.as_ref());
+        let latents = schedule.recurse(net, latents, x.clone(), rope.as_ref());
 
         let logits = net.lm_head(latents.z_h.clone());
         let (q_halt_logits, q_continue_logits) = net.q_head(latents.z_h.clone());
@@ -209,7 +257,7 @@ impl LoopedModel {
             // reference's `torch.no_grad()`), run only if the policy asks for it.
             let mut next_q = || {
                 let no_grad = NoGrad::new(net, rope.as_ref());
-                let next = self.schedule.recurse(
+                let next = schedule.recurse(
                     &no_grad.net,
                     no_grad.input_latents(latents.clone()),
                     no_grad.input(x.clone()),
@@ -257,4 +305,27 @@ impl LoopedModel {
         };
         (carry, out)
     }
+}
+
+/// `[shape]` draws of N(0, σ²) from `rng` (Box-Muller), made on the host so that a
+/// seed fixes them on every backend.
+fn gaussian(
+    shape: [usize; 3],
+    sigma: f64,
+    rng: &mut ChaCha8Rng,
+    device: &crate::Device,
+) -> Tensor<B, 3> {
+    use rand::Rng;
+    let n: usize = shape.iter().product();
+    let mut values = Vec::with_capacity(n + 1);
+    while values.len() < n {
+        // 1 - u is in (0, 1], so the logarithm is finite.
+        let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+        let r = (-2.0 * u.ln()).sqrt() * sigma;
+        let angle = std::f64::consts::TAU * v;
+        values.push((r * angle.cos()) as f32);
+        values.push((r * angle.sin()) as f32);
+    }
+    values.truncate(n);
+    Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
 }

@@ -206,6 +206,29 @@ impl ArcEvaluator {
         })
     }
 
+    /// Scores only the test puzzles `keep` accepts (by task name), e.g. the tasks a
+    /// checkpoint was fine-tuned on. Errors if none is left.
+    pub fn retain_tasks(&mut self, keep: impl Fn(&str) -> bool) -> Result<(), DataError> {
+        self.test_puzzles.retain(|t| keep(&t.name));
+        if self.test_puzzles.is_empty() {
+            return Err(DataError::InvalidOptions(
+                "none of the chosen tasks is a test puzzle of this dataset".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The names of the test puzzles scored, in `test_puzzles.json` order.
+    pub fn task_names(&self) -> Vec<&str> {
+        self.test_puzzles.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// The task an identifier belongs to (its puzzle name without the augmentation).
+    pub fn task_of(&self, identifier: i32) -> Option<&str> {
+        let name = self.identifiers.get(usize::try_from(identifier).ok()?)?;
+        parse_puzzle_name(name).ok().map(|(task, _)| task)
+    }
+
     /// Starts an evaluation: forgets earlier votes, unless `reference_quirks` (the reference
     /// with `aggregated_voting=True` keeps them).
     pub fn begin_eval(&mut self) {

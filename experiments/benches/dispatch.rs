@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
-use recursa_core::model::{NetConfig, PosEncoding, ReasoningNet};
+use recursa_core::model::{MlpKind, NetConfig, PosEncoding, ReasoningNet};
 
 fn config(seq_len: usize, hidden: usize, heads: usize) -> NetConfig {
     NetConfig {
@@ -25,6 +25,8 @@ fn config(seq_len: usize, hidden: usize, heads: usize) -> NetConfig {
         rms_norm_eps: 1e-5,
         mlp_t: false,
         step_embeddings: 0,
+        mlp_kind: MlpKind::Swiglu,
+        conv_kernel: 2,
     }
 }
 

@@ -6,6 +6,9 @@
 //! predictions also go through the ARC voting evaluator: inverse augmentation,
 //! votes ranked by count then mean sigmoid(q_halt), pass@K per task, and a
 //! `submission.json` with two attempts per test input.
+//!
+//! With `trajectories` (PTRM, `recursa_core::train::trajectories`) each example is
+//! rolled out K times with noise on z_H and the halting head picks one.
 
 use std::path::PathBuf;
 
@@ -14,6 +17,7 @@ use recursa_core::train::checkpoint;
 use recursa_core::train::data::rows;
 use recursa_core::train::fit::evaluate_observed;
 use recursa_core::train::trainer::{EvalResult, Trainer};
+use recursa_core::train::trajectories::Trajectories;
 use recursa_core::weights::write_atomic;
 use recursa_core::{Error, Result};
 use recursa_data::arc_eval::ArcEvalResult;
@@ -35,8 +39,10 @@ pub struct EvalOptions {
     pub batch: Option<usize>,
     /// ARC voting with the reference's two defects restored (see docs/data.md).
     pub reference_quirks: bool,
-    /// Where outputs go; default `RUN/eval/step-N`.
+    /// Where outputs go; default `RUN/eval/step-N` (`step-N-trajectories-K` with K > 1).
     pub out: Option<PathBuf>,
+    /// K noisy trajectories per example, picked by the halting head (PTRM); `None`: one, no noise.
+    pub trajectories: Option<Trajectories>,
 }
 
 /// What `recursa eval` found, as written to `metrics.json`.
@@ -49,9 +55,20 @@ pub struct EvalReport {
     pub accuracy: f64,
     pub net_calls_per_example: usize,
     pub seconds: f64,
+    /// Trajectories per example and their noise, when asked for (PTRM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trajectories: Option<TrajectoriesReport>,
     /// `ARC/pass@K` -> value, when the dataset is an ARC build.
     pub arc: Option<std::collections::BTreeMap<String, f64>>,
     pub out: PathBuf,
+}
+
+/// The noisy-trajectory settings as `metrics.json` records them.
+#[derive(Debug, Serialize)]
+pub struct TrajectoriesReport {
+    pub count: usize,
+    pub latent_noise: f64,
+    pub seed: u64,
 }
 
 /// Evaluates a run's checkpoint; writes `metrics.json` (and for ARC
@@ -79,14 +96,21 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
     let device = recursa_backends::device(&opts.backend)?;
     let mut trainer = Trainer::new(&experiment, &device)?;
     trainer.resume_from(&checkpoint)?;
+    if let Some(t) = &opts.trajectories {
+        t.validate()?;
+    }
+    trainer.eval_trajectories = opts.trajectories;
     let batch = opts
         .batch
         .unwrap_or(trainer.config.global_batch_size)
         .max(1);
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| opts.run.join("eval").join(format!("step-{}", trainer.step)));
+    let out = opts.out.clone().unwrap_or_else(|| {
+        let name = match opts.trajectories {
+            Some(t) if t.count > 1 => format!("step-{}-trajectories-{}", trainer.step, t.count),
+            _ => format!("step-{}", trainer.step),
+        };
+        opts.run.join("eval").join(name)
+    });
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
     let arc = crate::train::arc_evaluator(Some(&data), &test, opts.reference_quirks)?;
@@ -116,6 +140,11 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
         accuracy: result.accuracy,
         net_calls_per_example: result.net_calls_per_example,
         seconds: result.seconds,
+        trajectories: opts.trajectories.map(|t| TrajectoriesReport {
+            count: t.count,
+            latent_noise: t.latent_noise,
+            seed: t.seed,
+        }),
         arc: arc_result.map(|r| r.metrics),
         out: out.clone(),
     };
@@ -130,6 +159,12 @@ pub fn summary(r: &EvalReport) -> String {
         "step {}: exact accuracy {:.4}, token accuracy {:.4} on {} examples ({} network calls each, {:.1} s)\n",
         r.step, r.exact_accuracy, r.accuracy, r.examples, r.net_calls_per_example, r.seconds
     );
+    if let Some(t) = &r.trajectories {
+        s += &format!(
+            "{} noisy trajectories per example (sigma {}, seed {}), picked by q_halt\n",
+            t.count, t.latent_noise, t.seed
+        );
+    }
     if let Some(arc) = &r.arc {
         let line: Vec<String> = arc.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         s += &format!("{}\n", line.join(", "));

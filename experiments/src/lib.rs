@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod eval;
+pub mod finetune;
 pub mod plot;
 pub mod progress;
 pub mod tasks;

@@ -242,19 +242,34 @@ pub fn prepare(
                 .unwrap_or("run".into()),
         )
     });
+    let raw = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
+    let table = read_table(config_path)?;
+    prepare_table(&raw, table, &source, backend, run_dir, overrides, resume)
+}
+
+/// [`prepare`] for an experiment already read: its text `raw` (for messages), its
+/// table, and where it came from (`source`).
+pub fn prepare_table(
+    raw: &str,
+    mut table: toml::Table,
+    source: &str,
+    backend: &str,
+    run_dir: PathBuf,
+    overrides: &[String],
+    resume: bool,
+) -> Result<Prepared> {
+    let source = source.to_string();
     // Everything is checked (config, data, backend, model, checkpoint) before
     // anything is written, so a failing run leaves no directory behind.
     let overrides = overrides
         .iter()
         .map(|o| Override::parse(o))
         .collect::<Result<Vec<_>>>()?;
-    let raw = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
-    let mut table = read_table(config_path)?;
     for o in &overrides {
         o.apply(&mut table)?;
     }
     let origin = Origin {
-        text: &raw,
+        text: raw,
         source: &source,
         overrides: &overrides,
     };
@@ -371,13 +386,23 @@ pub fn prepare(
 /// Runs a prepared run to its end (or to step `until`): writes the run directory
 /// (on resume: cuts metrics.jsonl back to the checkpoint), then trains.
 pub fn run(prepared: Prepared, until: Option<usize>) -> Result<Option<EvalResult>> {
+    let arc = arc_evaluator(prepared.data.as_ref(), &prepared.test_set, false)?;
+    run_with(prepared, until, arc)
+}
+
+/// [`run`] with the ARC voting evaluator given (e.g. one scoring only some tasks).
+pub fn run_with(
+    prepared: Prepared,
+    until: Option<usize>,
+    arc: Option<ArcEvaluator>,
+) -> Result<Option<EvalResult>> {
     let Prepared {
         mut trainer,
         train_set,
         test_set,
         run_dir,
         text,
-        data,
+        data: _,
         source,
         backend,
         resume,
@@ -415,8 +440,7 @@ pub fn run(prepared: Prepared, until: Option<usize>) -> Result<Option<EvalResult
         calls.total(),
         run_dir.display()
     );
-    let mut progress =
-        crate::progress::TrainProgress::new(arc_evaluator(data.as_ref(), &test_set, false)?);
+    let mut progress = crate::progress::TrainProgress::new(arc);
     let result = fit(
         &mut trainer,
         &train_set,

@@ -415,6 +415,72 @@ fn arc_data_train_eval_render() {
             assert!(attempts.get("attempt_1").is_some() && attempts.get("attempt_2").is_some());
         }
     }
+    // PTRM: two noisy trajectories per test input, picked by q_halt, voted as usual.
+    let (code, out, err) = recursa(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--batch",
+        "8",
+        "--trajectories",
+        "2",
+        "--latent-noise",
+        "0.2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 noisy trajectories per example"), "{out}");
+    let noisy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/step-2-trajectories-2/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(noisy["trajectories"]["count"], 2, "{noisy}");
+    assert_eq!(
+        noisy["net_calls_per_example"].as_u64().unwrap(),
+        2 * metrics["net_calls_per_example"].as_u64().unwrap()
+    );
+    assert!(noisy["arc"]["ARC/pass@2"].as_f64().is_some(), "{noisy}");
+
+    // Test-time fine-tuning on one evaluation task's demonstrations.
+    let task = tasks.keys().next().unwrap().clone();
+    let tuned = dir.join("tuned");
+    let (code, out, err) = recursa(&[
+        "finetune",
+        run.to_str().unwrap(),
+        "--tasks",
+        &task,
+        "--steps",
+        "2",
+        "--out",
+        tuned.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("before:") && out.contains("after:"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("finetune.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["tasks"], serde_json::json!([task]), "{report}");
+    for when in ["before", "after"] {
+        let p = report[when]["arc"]["ARC/pass@2"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{report}");
+    }
+    // The demonstrations of that task only: its augmentations' train pairs.
+    let rows = report["train_examples"].as_u64().unwrap();
+    assert!(rows > 0 && rows < 40, "{report}");
+    assert!(tuned.join("checkpoints/step-000002").is_dir());
+    let (code, _, err) = recursa(&[
+        "finetune",
+        run.to_str().unwrap(),
+        "--tasks",
+        "not-a-task",
+        "--out",
+        dir.join("never").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("--tasks") && err.contains("not-a-task"),
+        "{err}"
+    );
+    assert!(!dir.join("never").exists());
+
     let renders = dir.join("renders");
     let (code, _, err) = recursa(&[
         "render",

@@ -25,13 +25,14 @@ use recursa_core::model::layers::Rope;
 use recursa_core::model::Net;
 use recursa_core::model::NetConfig;
 use recursa_core::registry::Plugin;
-use recursa_core::schedule::{NetCalls, MAX_CYCLES};
+use recursa_core::schedule::NetCalls;
 use recursa_core::state::{Batch, Episode, Latents};
 use recursa_core::train::loss::IGNORE_LABEL_ID;
 use recursa_core::{Error, RecursionSchedule, Result, SupervisionTarget, B};
 use serde::{Deserialize, Serialize};
 
-use crate::trm::deep_recursion;
+use crate::cgar::{check_curriculum, check_step_decay, stage_at, step_weights, DepthStage};
+use crate::trm::{check_depth, deep_recursion, net_calls};
 
 fn d_one() -> usize {
     1
@@ -52,12 +53,32 @@ pub struct Dis {
     /// n, latent updates per cycle (default 2)
     #[serde(default = "d_two")]
     pub l_cycles: usize,
+    /// Depth curriculum: stages `{ until, h_cycles, l_cycles }` run before the full T and n (CGAR)
+    ///
+    /// As the `trm` schedule's (see `cgar.rs`). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curriculum: Vec<DepthStage>,
+    /// Network calls at the end of each step that carry gradient (URM); default n + 1, the last cycle
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_calls: Option<usize>,
+}
+
+impl Dis {
+    /// DIS's schedule with T = `h_cycles`, n = `l_cycles`, no curriculum, the last cycle with gradient.
+    pub fn new(h_cycles: usize, l_cycles: usize) -> Self {
+        Dis {
+            h_cycles,
+            l_cycles,
+            curriculum: Vec::new(),
+            grad_calls: None,
+        }
+    }
 }
 
 impl RecursionSchedule for Dis {
     fn check_fields(&self) -> Result<()> {
-        check_count("schedule.h_cycles", self.h_cycles, MAX_CYCLES)?;
-        check_count("schedule.l_cycles", self.l_cycles, MAX_CYCLES)
+        check_depth(self.h_cycles, self.l_cycles, self.grad_calls)?;
+        check_curriculum(&self.curriculum, self.h_cycles, self.l_cycles)
     }
 
     fn check(&self, net: &NetConfig) -> Result<()> {
@@ -75,11 +96,17 @@ impl RecursionSchedule for Dis {
     }
 
     fn calls_per_step(&self) -> NetCalls {
-        let per_cycle = self.l_cycles + 1;
-        NetCalls {
-            with_grad: per_cycle,
-            without_grad: (self.h_cycles - 1) * per_cycle,
-        }
+        net_calls(self.h_cycles, self.l_cycles, self.grad_calls)
+    }
+
+    fn at_progress(&self, progress: f64) -> Option<Box<dyn RecursionSchedule>> {
+        let stage = stage_at(&self.curriculum, progress)?;
+        Some(Box::new(Dis {
+            h_cycles: stage.h_cycles,
+            l_cycles: stage.l_cycles,
+            curriculum: Vec::new(),
+            grad_calls: self.grad_calls,
+        }))
     }
 
     /// Step 1 feeds the input; later steps the previous argmax; -100 becomes PAD (0).
@@ -115,7 +142,8 @@ impl RecursionSchedule for Dis {
         x: Tensor<B, 3>,
         rope: Option<&Rope<B>>,
     ) -> Latents {
-        deep_recursion(net, latents, &x, rope, self.h_cycles, self.l_cycles)
+        let (t, n) = (self.h_cycles, self.l_cycles);
+        deep_recursion(net, latents, &x, rope, t, n, self.grad_calls)
     }
 }
 
@@ -129,6 +157,9 @@ pub struct DisLinearPath {
     ///
     /// Frames 0..=N.
     pub steps: usize,
+    /// λ: weight supervision step t's loss by λ^(t-1) (CGAR; 0.7 in the paper); default none
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_decay: Option<f64>,
     /// Paths to use instead of drawing them (e.g. to replay a reference rollout),
     /// `[batch, steps + 1, seq_len]`.
     #[serde(skip)]
@@ -137,7 +168,7 @@ pub struct DisLinearPath {
 
 impl PartialEq for DisLinearPath {
     fn eq(&self, other: &Self) -> bool {
-        self.steps == other.steps
+        self.steps == other.steps && self.step_decay == other.step_decay
     }
 }
 
@@ -173,7 +204,12 @@ pub fn linear_paths(
 
 impl SupervisionTarget for DisLinearPath {
     fn check_fields(&self) -> Result<()> {
-        check_count("target.steps", self.steps, MAX_STEPS)
+        check_count("target.steps", self.steps, MAX_STEPS)?;
+        check_step_decay(self.step_decay)
+    }
+
+    fn weight(&self, steps: &Tensor<B, 1, Int>) -> Option<Tensor<B, 1>> {
+        self.step_decay.map(|decay| step_weights(steps, decay))
     }
 
     fn steps(&self) -> Option<usize> {

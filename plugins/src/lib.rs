@@ -17,9 +17,11 @@
 //! | `act.rs`          | halting  | `act-halt`     |
 //! | `act_q.rs`        | halting  | `act-q`        |
 //! | `fixed.rs`        | halting  | `fixed`        |
+//! | `cgar.rs`         | (options of `trm`, `dis`, `final-answer`, `dis-linear-path`) | `curriculum`, `step_decay` |
 
 pub mod act;
 pub mod act_q;
+pub mod cgar;
 pub mod direct;
 pub mod dis;
 pub mod dis_corrupt;

@@ -116,6 +116,28 @@ fn swiglu(x: &Mat, w: &Weights, name: &str) -> Mat {
             h.v[r * inter + c] = silu(gu.at(r, c)) * gu.at(r, inter + c);
         }
     }
+    // ConvSwiGLU (URM): silu(Conv1d(inter, inter, k, groups=inter, padding=k//2)(h)[:rows]).
+    if w.0.contains_key(&format!("{name}.conv.weight")) {
+        let (cw, cb) = (
+            w.mat(&format!("{name}.conv.weight")),
+            w.mat(&format!("{name}.conv.bias")),
+        );
+        let k = cw.cols;
+        let mut out = Mat::zeros(h.rows, inter);
+        for t in 0..h.rows {
+            for c in 0..inter {
+                let mut acc = cb.at(0, c);
+                for j in 0..k {
+                    let src = t as isize + j as isize - (k / 2) as isize;
+                    if (0..h.rows as isize).contains(&src) {
+                        acc += cw.at(c, j) * h.at(src as usize, c);
+                    }
+                }
+                out.v[t * inter + c] = silu(acc);
+            }
+        }
+        h = out;
+    }
     linear(&h, &w.mat(&format!("{name}.down_proj.weight")))
 }
 

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recursa_core::model::Net;
-use recursa_core::model::{NetConfig, PosEncoding};
+use recursa_core::model::{MlpKind, NetConfig, PosEncoding};
 use recursa_core::state::Batch;
 use recursa_core::step::{LoopedModel, StepContext};
 use recursa_core::weights::{net_state_dict, save_net_file};
@@ -36,6 +36,8 @@ fn base() -> NetConfig {
         rms_norm_eps: 1e-5,
         mlp_t: false,
         step_embeddings: 0,
+        mlp_kind: MlpKind::Swiglu,
+        conv_kernel: 2,
     }
 }
 
@@ -89,8 +91,8 @@ fn check(config: &NetConfig, h_cycles: usize, l_cycles: usize, steps: usize) {
     let state = net_state_dict(&net);
     let model = LoopedModel::new(
         net,
-        Box::new(Trm { h_cycles, l_cycles }),
-        Box::new(FinalAnswer {}),
+        Box::new(Trm::new(h_cycles, l_cycles)),
+        Box::new(FinalAnswer::default()),
         Box::new(ActHalt {
             max_steps: steps + 1,
             exploration: 0.0,
@@ -168,6 +170,19 @@ fn check(config: &NetConfig, h_cycles: usize, l_cycles: usize, steps: usize) {
 #[test]
 fn rope_with_one_prefix_position_and_odd_sequence() {
     check(&base(), 2, 2, 2);
+}
+
+#[test]
+fn conv_swiglu_matches_a_direct_computation() {
+    // URM's ConvSwiGLU in every block: k = 2 (causal) and k = 3 (centred).
+    for conv_kernel in [2, 3] {
+        let c = NetConfig {
+            mlp_kind: MlpKind::ConvSwiglu,
+            conv_kernel,
+            ..base()
+        };
+        check(&c, 2, 2, 2);
+    }
 }
 
 #[test]

@@ -101,6 +101,75 @@ fn every_legal_combination_trains_and_its_loss_falls() {
     }
 }
 
+/// Trains `text` for 60 steps; the loss of the last two episodes against the first two.
+fn train_60(text: &str, what: &str) -> Trainer {
+    let device = recursa_backends::device("cpu").unwrap();
+    let e = ExperimentConfig::from_toml(text, "mix.toml").unwrap();
+    let (train, _) = recursa::tasks::generate(e.data.as_ref().unwrap(), e.seed).unwrap();
+    let batch = e.train.as_ref().unwrap().global_batch_size;
+    let batches = sampled_batches(&train, batch, e.seed).unwrap();
+    let mut t = Trainer::new(&e, &device).unwrap();
+    let losses: Vec<f64> = batches
+        .take(60)
+        .map(|b| t.train_step(&b.unwrap()).unwrap().lm_loss)
+        .collect();
+    let (first, last) = (
+        losses[..6].iter().sum::<f64>(),
+        losses[54..].iter().sum::<f64>(),
+    );
+    assert!(losses.iter().all(|l| l.is_finite()), "{what}: {losses:?}");
+    assert!(last < 0.9 * first, "{what}: loss did not fall: {losses:?}");
+    t
+}
+
+#[test]
+fn every_post_trm_option_trains_with_trm_and_dis() {
+    // (schedule, target, halting) of TRM and of DIS, then each later method's option
+    // on the schedule, the target or the network (cgar.rs, trm.rs, layers.rs).
+    // The gradient boundary moved from TRM's last cycle of 2 calls (of 4) and DIS's 3
+    // (of 3): TRM with one z update more, DIS with one less.
+    let bases = [
+        (SCHEDULES[0], TARGETS[0], HALTING[0], "grad_calls = 3"),
+        (SCHEDULES[2], TARGETS[1], HALTING[2], "grad_calls = 2"),
+    ];
+    for (schedule, target, halting, truncation) in bases {
+        let options: [(&str, &str, &str); 4] = [
+            // CGAR's depth curriculum: (1, 1) for the first half of training.
+            (
+                "curriculum = [{ until = 0.5, h_cycles = 1, l_cycles = 1 }]",
+                "",
+                "",
+            ),
+            // URM's truncated backpropagation through loops.
+            (truncation, "", ""),
+            // CGAR's step weights.
+            ("", "step_decay = 0.7", ""),
+            // URM's ConvSwiGLU.
+            ("", "", "mlp_kind = \"conv-swiglu\""),
+        ];
+        for (s, t, n) in options {
+            let text = experiment(
+                &format!("{schedule}\n{s}"),
+                &format!("{target}\n{t}"),
+                halting,
+                &format!("h_layers = 1\nstep_embeddings = 5\n{n}"),
+            );
+            let what = format!("{} + {s}{t}{n}", schedule.lines().next().unwrap());
+            let mut trainer = train_60(&text, &what);
+            // PTRM: evaluation with noisy trajectories works on what was trained.
+            let e = ExperimentConfig::from_toml(&text, "mix.toml").unwrap();
+            let (_, test) = recursa::tasks::generate(e.data.as_ref().unwrap(), e.seed).unwrap();
+            trainer.eval_trajectories = Some(recursa_core::train::trajectories::Trajectories {
+                count: 3,
+                latent_noise: 0.1,
+                seed: 1,
+            });
+            let r = trainer.evaluate(&test, 8).unwrap();
+            assert!(r.accuracy.is_finite() && r.examples == 20, "{what}: {r:?}");
+        }
+    }
+}
+
 #[test]
 fn illegal_combinations_are_config_errors() {
     let cases = [

@@ -39,10 +39,7 @@ fn a_wrong_schedule_fails_verification() {
     let model = compare::model_from_reference(&fx, &cpu()).unwrap();
     let wrong = recursa_core::step::LoopedModel::new(
         model.net,
-        Box::new(recursa_plugins::Trm {
-            h_cycles: 2,
-            l_cycles: 3,
-        }),
+        Box::new(recursa_plugins::Trm::new(2, 3)),
         model.target,
         model.halting,
     )

@@ -42,6 +42,21 @@ impl InitRng {
             .collect()
     }
 
+    /// A tensor of the given shape drawn uniformly from `[-bound, bound)`
+    /// (PyTorch's default init of a convolution: bound = 1/sqrt(fan_in)).
+    pub fn uniform<B: Backend, const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        bound: f64,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
+        let n = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|_| ((self.0.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+            .collect();
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
     /// A tensor of the given shape from [`Self::trunc_normal_values`].
     pub fn trunc_normal<B: Backend, const D: usize>(
         &mut self,

@@ -3,7 +3,8 @@
 //! burn's `Linear` and `Embedding` are reused. Written here because burn lacks them
 //! in the reference's form: weightless RMSNorm, rotate-half RoPE (burn's
 //! `RotaryEncoding` rotates interleaved pairs), SwiGLU with fused gate|up weights,
-//! attention with fused q|k|v weights, and the `mlp_t` sequence mixer.
+//! attention with fused q|k|v weights, the `mlp_t` sequence mixer, and URM's
+//! ConvSwiGLU (a SwiGLU with a short depthwise convolution over positions).
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
@@ -59,11 +60,70 @@ pub fn swiglu_intermediate(hidden: usize, expansion: f64) -> usize {
     r.div_ceil(256) * 256
 }
 
-/// SwiGLU: `down(silu(gate) * up)`, with gate and up in one fused projection (gate rows first).
+/// SwiGLU: `down(silu(gate) * up)`, with gate and up in one fused projection (gate rows
+/// first). With `conv` it is URM's ConvSwiGLU (arXiv 2512.14693):
+/// `down(silu(conv(silu(gate) * up)))`.
 #[derive(Module, Debug)]
 pub struct SwiGlu<B: Backend> {
     pub gate_up_proj: Linear<B>,
     pub down_proj: Linear<B>,
+    pub conv: Option<ShortConv<B>>,
+}
+
+/// URM's short depthwise convolution over positions, per channel c:
+/// `out[t, c] = bias[c] + sum_j weight[c, j] * h[t + j - k/2, c]` (zero outside), i.e.
+/// PyTorch's `Conv1d(C, C, k, groups=C, padding=k//2)` cut to the first `seq` outputs.
+/// With URM's k = 2 a position sees itself and the one before it.
+#[derive(Module, Debug)]
+pub struct ShortConv<B: Backend> {
+    /// `[channels, k]` (PyTorch: `[channels, 1, k]`)
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[channels]`
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> ShortConv<B> {
+    /// PyTorch's default init: both uniform in ±1/sqrt(k) (fan-in k per channel).
+    pub fn new(channels: usize, k: usize, rng: &mut InitRng, device: &B::Device) -> Self {
+        let bound = 1.0 / (k as f64).sqrt();
+        ShortConv {
+            weight: Param::from_tensor(rng.uniform([channels, k], bound, device)),
+            bias: Param::from_tensor(rng.uniform([channels], bound, device)),
+        }
+    }
+
+    /// # Shapes
+    /// `h: [batch, seq, channels]` -> same
+    pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, seq, channels] = h.dims();
+        let weight = self.weight.val();
+        let k = weight.dims()[1];
+        let mut out = self
+            .bias
+            .val()
+            .reshape([1, 1, channels])
+            .expand([batch, seq, channels]);
+        for j in 0..k {
+            let w = weight.clone().narrow(1, j, 1).reshape([1, 1, channels]);
+            out = out + shifted(h.clone(), j as isize - (k / 2) as isize) * w;
+        }
+        out
+    }
+}
+
+/// `h[t + offset]` at every position t, zero where that falls outside the sequence.
+fn shifted<B: Backend>(h: Tensor<B, 3>, offset: isize) -> Tensor<B, 3> {
+    let [batch, seq, channels] = h.dims();
+    let o = offset.unsigned_abs().min(seq);
+    if o == 0 {
+        return h;
+    }
+    let zeros = Tensor::zeros([batch, o, channels], &h.device());
+    if offset < 0 {
+        Tensor::cat(vec![zeros, h.narrow(1, 0, seq - o)], 1)
+    } else {
+        Tensor::cat(vec![h.narrow(1, o, seq - o), zeros], 1)
+    }
 }
 
 impl<B: Backend> SwiGlu<B> {
@@ -73,7 +133,23 @@ impl<B: Backend> SwiGlu<B> {
         SwiGlu {
             gate_up_proj: casted_linear(hidden, 2 * inter, false, rng, device),
             down_proj: casted_linear(inter, hidden, false, rng, device),
+            conv: None,
         }
+    }
+
+    /// URM's ConvSwiGLU: a SwiGLU whose gated product goes through a [`ShortConv`] of
+    /// width `k` and a SiLU before `down`.
+    pub fn with_conv(
+        hidden: usize,
+        expansion: f64,
+        k: usize,
+        rng: &mut InitRng,
+        device: &B::Device,
+    ) -> Self {
+        let mut m = Self::new(hidden, expansion, rng, device);
+        let inter = swiglu_intermediate(hidden, expansion);
+        m.conv = Some(ShortConv::new(inter, k, rng, device));
+        m
     }
 
     /// # Shapes
@@ -87,7 +163,11 @@ impl<B: Backend> SwiGlu<B> {
         let inter = w.dims()[1] / 2;
         let gate = x.clone().matmul(w.clone().narrow(1, 0, inter).unsqueeze());
         let up = x.matmul(w.narrow(1, inter, inter).unsqueeze());
-        self.down_proj.forward(activation::silu(gate) * up)
+        let h = activation::silu(gate) * up;
+        match &self.conv {
+            None => self.down_proj.forward(h),
+            Some(conv) => self.down_proj.forward(activation::silu(conv.forward(h))),
+        }
     }
 }
 
@@ -242,6 +322,44 @@ impl<B: Backend> Level<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Cpu = crate::B;
+
+    #[test]
+    fn the_short_convolution_sees_the_previous_position_and_itself() {
+        let device = Default::default();
+        let mut rng = InitRng::new(3);
+        let conv = ShortConv::<Cpu>::new(3, 2, &mut rng, &device);
+        let h = rng.trunc_normal::<Cpu, 3>([2, 5, 3], 1.0, &device);
+        let out: Vec<f32> = conv.forward(h.clone()).into_data().to_vec().unwrap();
+        let (w, b, h): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+            conv.weight.val().into_data().to_vec().unwrap(),
+            conv.bias.val().into_data().to_vec().unwrap(),
+            h.into_data().to_vec().unwrap(),
+        );
+        // PyTorch Conv1d(3, 3, 2, groups=3, padding=1)[..., :5], written out.
+        for (r, t, c) in
+            (0..2).flat_map(|r| (0..5).flat_map(move |t| (0..3).map(move |c| (r, t, c))))
+        {
+            let at = |t: usize| h[(r * 5 + t) * 3 + c];
+            let before = if t > 0 { w[c * 2] * at(t - 1) } else { 0.0 };
+            let want = b[c] + before + w[c * 2 + 1] * at(t);
+            let got = out[(r * 5 + t) * 3 + c];
+            assert!(
+                (got - want).abs() < 1e-6,
+                "row {r} position {t} channel {c}: {got} vs {want}"
+            );
+        }
+        // Odd widths are centred: k = 3 also sees the next position.
+        let conv3 = ShortConv::<Cpu>::new(1, 3, &mut rng, &device);
+        let ones = Tensor::<Cpu, 3>::ones([1, 4, 1], &device);
+        let got: Vec<f32> = conv3.forward(ones).into_data().to_vec().unwrap();
+        let w: Vec<f32> = conv3.weight.val().into_data().to_vec().unwrap();
+        let b: f32 = conv3.bias.val().into_scalar();
+        assert!((got[0] - (b + w[1] + w[2])).abs() < 1e-6);
+        assert!((got[1] - (b + w[0] + w[1] + w[2])).abs() < 1e-6);
+        assert!((got[3] - (b + w[0] + w[1])).abs() < 1e-6);
+    }
 
     #[test]
     fn swiglu_sizes_match_the_reference() {

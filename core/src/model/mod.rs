@@ -52,6 +52,21 @@ pub enum PosEncoding {
     None,
 }
 
+/// The channel MLP of every block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MlpKind {
+    /// SwiGLU, `down(silu(gate) * up)` (TRM, HRM, DIS).
+    #[default]
+    Swiglu,
+    /// URM's ConvSwiGLU: a short depthwise convolution over positions (width
+    /// `conv_kernel`) and a SiLU between the gated product and `down`.
+    ConvSwiglu,
+}
+
+fn default_conv_kernel() -> usize {
+    2
+}
 fn default_num_puzzle_identifiers() -> usize {
     1
 }
@@ -115,6 +130,12 @@ pub struct NetConfig {
     /// Rows of a learned per-step embedding added to x (DIS: halt_max_steps + 2); 0 = none.
     #[serde(default)]
     pub step_embeddings: usize,
+    /// The blocks' channel MLP: `swiglu` (default) or `conv-swiglu` (URM).
+    #[serde(default)]
+    pub mlp_kind: MlpKind,
+    /// Width of ConvSwiGLU's convolution over positions (URM: 2, the position and the one before). Default 2.
+    #[serde(default = "default_conv_kernel")]
+    pub conv_kernel: usize,
 }
 
 impl NetConfig {
@@ -242,6 +263,12 @@ impl NetConfig {
                 ));
             }
         }
+        if self.mlp_kind == MlpKind::ConvSwiglu && !(1..=64).contains(&self.conv_kernel) {
+            return Err(Error::config(
+                "conv_kernel",
+                format!("{}: must be between 1 and 64", self.conv_kernel),
+            ));
+        }
         if self.l_layers + self.h_layers == 0 {
             return Err(Error::config(
                 "l_layers",
@@ -311,7 +338,16 @@ impl<B: Backend> ReasoningNet<B> {
                     } else {
                         Mixer::SelfAttn(Attention::new(c.hidden_size, c.num_heads, rng, device))
                     },
-                    mlp: SwiGlu::new(c.hidden_size, c.expansion, rng, device),
+                    mlp: match c.mlp_kind {
+                        MlpKind::Swiglu => SwiGlu::new(c.hidden_size, c.expansion, rng, device),
+                        MlpKind::ConvSwiglu => SwiGlu::with_conv(
+                            c.hidden_size,
+                            c.expansion,
+                            c.conv_kernel,
+                            rng,
+                            device,
+                        ),
+                    },
                     eps: c.rms_norm_eps,
                 })
                 .collect(),

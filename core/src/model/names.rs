@@ -60,6 +60,11 @@ fn visit_embedding<B: Backend, V: WeightVisitor<B>>(v: &mut V, name: &str, e: &m
 fn visit_swiglu<B: Backend, V: WeightVisitor<B>>(v: &mut V, name: &str, m: &mut SwiGlu<B>) {
     visit_linear(v, &format!("{name}.gate_up_proj"), &mut m.gate_up_proj);
     visit_linear(v, &format!("{name}.down_proj"), &mut m.down_proj);
+    if let Some(conv) = &mut m.conv {
+        let (weight, bias) = (format!("{name}.conv.weight"), format!("{name}.conv.bias"));
+        v.visit(&weight, Role::Param, Layout::Same, &mut conv.weight);
+        v.visit(&bias, Role::Param, Layout::Same, &mut conv.bias);
+    }
 }
 
 fn visit_level<B: Backend, V: WeightVisitor<B>>(v: &mut V, name: &str, level: &mut Level<B>) {

@@ -46,7 +46,14 @@ pub fn fit(
             .map_err(data_error)?;
     let start = Instant::now();
     let first = trainer.step;
-    let calls = trainer.model.schedule.calls_per_step();
+    // Forward-pass accounting: network calls per example in step s (a depth curriculum
+    // makes it grow), the act-q bootstrap pass included, and their running sum.
+    let calls_at = |model: &crate::step::LoopedModel, s: usize| {
+        let progress = s.saturating_sub(1) as f64 / cfg.steps.max(1) as f64;
+        let calls = model.schedule_at(Some(progress)).calls_per_step();
+        (calls, calls.total() * (1 + model.halting.extra_passes()))
+    };
+    let mut calls_so_far: usize = (1..=first).map(|s| calls_at(&trainer.model, s).1).sum();
     let mut last_eval = None;
     let stop = until.unwrap_or(cfg.steps).min(cfg.steps);
     observer.started(first, stop, cfg.steps);
@@ -71,14 +78,15 @@ pub fn fit(
         let rate = (step - first) as f64 / elapsed.max(1e-9);
         // Forward-pass accounting: network calls per example in this supervision
         // step, and in all optimizer steps so far (every row makes one step each).
-        let bootstrap = trainer.model.halting.extra_passes() * calls.total();
+        let (calls, per_example) = calls_at(&trainer.model, step);
+        calls_so_far += per_example;
         let line = serde_json::json!({
             "kind": "train", "step": step, "lr": trainer.schedule.lr(cfg.lr, step),
             "lm_loss": m.lm_loss, "q_halt_loss": m.q_halt_loss, "accuracy": m.accuracy,
             "exact_accuracy": m.exact_accuracy, "q_halt_accuracy": m.q_halt_accuracy,
             "steps": m.steps, "count": m.count,
-            "net_calls_per_example": calls.total() + bootstrap, "net_calls_with_grad": calls.with_grad,
-            "net_calls_total": step * cfg.global_batch_size * (calls.total() + bootstrap),
+            "net_calls_per_example": per_example, "net_calls_with_grad": calls.with_grad,
+            "net_calls_total": calls_so_far * cfg.global_batch_size,
             "examples_per_s": rate * cfg.global_batch_size as f64, "tokens_per_s": rate * tokens_per_step,
         });
         log.write(&line)?;

@@ -9,6 +9,7 @@
 //!   checkpoints and resume; [`fit`]: the loop around it; [`data_parallel`]: several
 //!   devices in one process.
 //! * [`ema`], [`clip`]: weight averaging and gradient clipping.
+//! * [`trajectories`]: PTRM's noisy rollouts selected by the halting head, at evaluation.
 //! * [`observer`]: what the fit loop reports, and its logs ([`tensorboard`] events).
 
 pub mod adam_atan2;
@@ -26,3 +27,4 @@ pub mod optimizer;
 pub mod sign_sgd;
 pub mod tensorboard;
 pub mod trainer;
+pub mod trajectories;

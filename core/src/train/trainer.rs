@@ -30,6 +30,7 @@ use crate::train::loss::{act_loss, Metrics};
 use crate::train::lr::LrSchedule;
 use crate::train::optimizer::Dense;
 use crate::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
+use crate::train::trajectories::{repeat_rows, select_best, Trajectories};
 use crate::{Device, Error, Result, B};
 
 /// What one evaluation measured: reference metrics after `max_steps` steps.
@@ -37,7 +38,8 @@ use crate::{Device, Error, Result, B};
 pub struct EvalResult {
     pub step: usize,
     pub examples: usize,
-    /// Network calls per example in the rollout (supervision steps x calls per step).
+    /// Network calls per example in the rollout (trajectories x supervision steps x
+    /// calls per step).
     pub net_calls_per_example: usize,
     pub exact_accuracy: f64,
     pub accuracy: f64,
@@ -65,6 +67,9 @@ pub struct Trainer {
     pub(crate) schedule: LrSchedule,
     /// The device without autodiff, where optimizer state lives.
     device: Device,
+    /// Evaluate with K noisy trajectories per example selected by the halting head
+    /// (PTRM, [`crate::train::trajectories`]); `None`: the plain rollout.
+    pub eval_trajectories: Option<Trajectories>,
 }
 
 impl Trainer {
@@ -106,6 +111,7 @@ impl Trainer {
             seed: experiment.seed,
             schedule,
             device: device.clone(),
+            eval_trajectories: None,
         })
     }
 
@@ -177,6 +183,12 @@ impl Trainer {
         Ok(metrics.normalised(self.config.global_batch_size))
     }
 
+    /// The fraction of training done before the step being taken (`step` counts it),
+    /// which a depth curriculum follows.
+    pub fn progress(&self) -> f64 {
+        self.step.saturating_sub(1) as f64 / self.config.steps.max(1) as f64
+    }
+
     /// This device's part of a step: forward, backward, gradient exchange, update.
     pub(crate) fn local_step(&mut self, batch: &HostBatch) -> Result<Metrics> {
         let device = self.model.net.h_init.val().device();
@@ -199,9 +211,8 @@ impl Trainer {
             let per_step = world * self.carries.len();
             let stream = self.seed
                 ^ ((self.step * per_step + global_m) as u64).wrapping_mul(0x2545f4914f6cdd1d);
-            let (carry, out) = self
-                .model
-                .step(carry, &batch, &mut StepContext::train(stream));
+            let mut ctx = StepContext::train(stream).at_progress(self.progress());
+            let (carry, out) = self.model.step(carry, &batch, &mut ctx);
             let loss = act_loss(&out, &carry, self.config.loss, |sc| {
                 self.model.halting.q_loss(&out, sc)
             });
@@ -270,10 +281,23 @@ impl Trainer {
         let device = net.h_init.val().device();
         let mut total = Metrics::default();
         let mut ctx = StepContext::eval();
+        let k = self.eval_trajectories.map_or(1, |t| t.count);
+        if let Some(t) = &self.eval_trajectories {
+            t.validate()?;
+            ctx.rng = rand::SeedableRng::seed_from_u64(t.seed);
+            ctx.latent_noise = (t.latent_noise > 0.0).then_some(t.latent_noise);
+        }
         for set in test.sets() {
             for host in test_batches(set, batch_size, 0, 1).map_err(data_error)? {
                 let host = host.map_err(data_error)?;
-                let batch = device_batch(&host, &device);
+                let repeated;
+                let rollout = if k > 1 {
+                    repeated = repeat_rows(&host, k);
+                    &repeated
+                } else {
+                    &host
+                };
+                let batch = device_batch(rollout, &device);
                 let mut carry = self.model.initial_carry_on(&batch, &device);
                 // In evaluation every policy runs its maximum (the `HaltingPolicy`
                 // contract), so the batch halts together after the last step: one check
@@ -297,6 +321,7 @@ impl Trainer {
                         self.model.halting.name()
                     )));
                 }
+                let (out, carry) = select_best(out, carry, k);
                 let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
                 total.add(&m.metrics);
                 let preds: Vec<i32> = out
@@ -319,7 +344,8 @@ impl Trainer {
         Ok(EvalResult {
             step: self.step,
             examples: total.count as usize,
-            net_calls_per_example: self.model.halting.max_steps()
+            net_calls_per_example: k
+                * self.model.halting.max_steps()
                 * self.model.schedule.calls_per_step().total(),
             exact_accuracy: total.exact_accuracy / n,
             accuracy: total.accuracy / n,

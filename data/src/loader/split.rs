@@ -4,7 +4,7 @@ use crate::error::DataError;
 use crate::format::DatasetMetadata;
 use std::path::{Path, PathBuf};
 
-use super::set::{Layout, Origin, PuzzleArrays, PuzzleSet};
+use super::set::{Layout, Origin, PuzzleArrays, PuzzleSet, TokenArray};
 
 /// One split (`train` or `test`) of a dataset: its `dataset.json` and its sets, in the order
 /// of `metadata.sets`.
@@ -150,6 +150,64 @@ impl PuzzleSplit {
             metadata: meta,
             sets,
         })
+    }
+
+    /// The puzzles whose identifier `keep` accepts, in memory, with their groups (a group
+    /// with none left is dropped) and every row of each; identifiers are not renumbered,
+    /// so the puzzle table of a model trained on `self` still fits. For test-time
+    /// fine-tuning on chosen tasks. Errors if nothing is left.
+    pub fn keep_puzzles(&self, keep: impl Fn(i32) -> bool) -> Result<PuzzleSplit, DataError> {
+        let mut sets = Vec::new();
+        let (mut total_groups, mut total_puzzles, mut total_rows) = (0, 0, 0);
+        for set in &self.sets {
+            let (ids, puzzle_indices, group_indices) = (
+                set.puzzle_identifiers(),
+                set.puzzle_indices(),
+                set.group_indices(),
+            );
+            let mut a = PuzzleArrays {
+                inputs: TokenArray::I64(Vec::new()),
+                labels: TokenArray::I64(Vec::new()),
+                puzzle_identifiers: Vec::new(),
+                puzzle_indices: vec![0],
+                group_indices: vec![0],
+            };
+            let (mut inputs, mut labels) = (Vec::new(), Vec::new());
+            for g in 0..set.groups() {
+                let before = a.puzzle_identifiers.len();
+                for p in group_indices[g]..group_indices[g + 1] {
+                    if !keep(ids[p]) {
+                        continue;
+                    }
+                    for row in puzzle_indices[p]..puzzle_indices[p + 1] {
+                        // Rows below `rows()` exist: puzzle_indices was checked on load.
+                        inputs.extend(set.input_row(row).unwrap_or_default());
+                        labels.extend(set.label_row(row).unwrap_or_default());
+                    }
+                    a.puzzle_identifiers.push(ids[p]);
+                    a.puzzle_indices.push((inputs.len() / set.seq_len()) as i32);
+                }
+                if a.puzzle_identifiers.len() > before {
+                    a.group_indices.push(a.puzzle_identifiers.len() as i32);
+                }
+            }
+            total_groups += a.group_indices.len() - 1;
+            total_puzzles += a.puzzle_identifiers.len();
+            total_rows += inputs.len() / set.seq_len();
+            a.inputs = TokenArray::I64(inputs);
+            a.labels = TokenArray::I64(labels);
+            sets.push((set.name().to_string(), a));
+        }
+        if total_puzzles == 0 {
+            return Err(DataError::InvalidOptions(
+                "no puzzle of the split belongs to the chosen tasks".into(),
+            ));
+        }
+        let mut metadata = self.metadata.clone();
+        metadata.total_groups = total_groups as i64;
+        metadata.total_puzzles = total_puzzles as i64;
+        metadata.mean_puzzle_examples = total_rows as f64 / total_puzzles as f64;
+        PuzzleSplit::from_memory(metadata, sets)
     }
 
     /// The split's `dataset.json`.

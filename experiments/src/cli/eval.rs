@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use recursa_core::train::trajectories::Trajectories;
 use recursa_core::Result;
 
 use crate::eval::{eval, summary, EvalOptions};
@@ -25,9 +26,18 @@ pub struct EvalArgs {
     /// ARC voting exactly as the reference, its two defects included (see docs/data.md).
     #[arg(long)]
     pub reference_quirks: bool,
-    /// Output directory (default: RUN/eval/step-N).
+    /// Output directory (default: RUN/eval/step-N, or step-N-trajectories-K).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Roll each example out K times with noise on z_H; the halting head picks one (PTRM).
+    #[arg(long, value_name = "K")]
+    pub trajectories: Option<usize>,
+    /// Standard deviation of the noise added to z_H before every step (with --trajectories).
+    #[arg(long, value_name = "SIGMA", default_value_t = 0.1)]
+    pub latent_noise: f64,
+    /// Seed of the noise (with --trajectories).
+    #[arg(long, default_value_t = 0)]
+    pub noise_seed: u64,
 }
 
 impl From<EvalArgs> for EvalOptions {
@@ -40,6 +50,11 @@ impl From<EvalArgs> for EvalOptions {
             batch: a.batch,
             reference_quirks: a.reference_quirks,
             out: a.out,
+            trajectories: a.trajectories.map(|count| Trajectories {
+                count,
+                latent_noise: a.latent_noise,
+                seed: a.noise_seed,
+            }),
         }
     }
 }

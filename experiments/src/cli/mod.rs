@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod finetune;
 pub mod import_torch;
 pub mod inspect;
 pub mod listing;
@@ -61,6 +62,16 @@ pub enum Command {
         after_help = "Examples:\n  recursa eval runs/quick-flip\n  recursa eval runs/trm-arc1 --backend cuda --batch 768\n  recursa eval runs/trm-arc1 --checkpoint runs/trm-arc1/checkpoints/step-100000 --reference-quirks\n  recursa render --subset evaluation --eval-result runs/trm-arc1/eval/step-100000/eval_result.json --out renders/"
     )]
     Eval(eval::EvalArgs),
+    /// Fine-tune a checkpoint on test tasks' demonstration pairs, then score those tasks by voting.
+    ///
+    /// Keeps the chosen tasks' puzzles of an ARC build (demonstrations from the train
+    /// split, test inputs from the test split), trains every parameter from the
+    /// checkpoint's weights with a fresh optimizer, and prints pass@K before and
+    /// after. The fine-tuned run goes to RUN/finetune/step-N with finetune.json.
+    #[command(after_help = "Examples:
+  recursa finetune runs/quick-arc --tasks 00576224,009d5c81 --steps 200
+  recursa finetune runs/trm-arc1 --steps 2000 --lr 1e-4 --backend cuda")]
+    Finetune(finetune::FinetuneArgs),
     /// Measure training-step and evaluation throughput (examples/s, tokens/s, TFLOP/s, MFU).
     #[command(
         after_help = "Examples:\n  recursa bench --config experiments/configs/quick-flip.toml\n  recursa bench --config experiments/configs/trm-arc1.toml --backend cuda --batch 768 --peak-tflops 989"
@@ -95,6 +106,7 @@ pub fn run(command: Command) -> Result<bool> {
         Command::Train(a) => train::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Finetune(a) => finetune::run(a),
         Command::Bench(a) => bench::run(a),
         Command::ImportTorch(a) => import_torch::run(a),
         Command::Render(a) => render::run(a),

@@ -309,7 +309,7 @@ pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel
                     h_cycles: t,
                     l_cycles: n,
                 }),
-                Box::new(FinalAnswer {}),
+                Box::new(FinalAnswer::default()),
                 Box::new(ActQ {
                     max_steps: max,
                     exploration: cfg.halt_exploration_prob,
@@ -322,7 +322,7 @@ pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel
             (
                 cfg.net_config(cfg.H_layers, 0)?,
                 Box::new(Direct {}),
-                Box::new(FinalAnswer {}),
+                Box::new(FinalAnswer::default()),
                 Box::new(ActHalt {
                     max_steps: max,
                     exploration: cfg.halt_exploration_prob,
@@ -332,12 +332,10 @@ pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel
         }
         "dis" => (
             cfg.net_config(0, max + 2)?,
-            Box::new(Dis {
-                h_cycles: t,
-                l_cycles: n,
-            }),
+            Box::new(Dis::new(t, n)),
             Box::new(DisLinearPath {
                 steps: max,
+                step_decay: None,
                 fixed_paths: None,
             }),
             Box::new(FixedSteps { steps: max }),
@@ -345,11 +343,8 @@ pub fn model_from_reference(fx: &Fixture, device: &Device) -> Result<LoopedModel
         // TRM ignores H_layers (one network, L_level).
         _ => (
             cfg.net_config(0, 0)?,
-            Box::new(Trm {
-                h_cycles: t,
-                l_cycles: n,
-            }),
-            Box::new(FinalAnswer {}),
+            Box::new(Trm::new(t, n)),
+            Box::new(FinalAnswer::default()),
             Box::new(ActHalt {
                 max_steps: max,
                 exploration: cfg.halt_exploration_prob,

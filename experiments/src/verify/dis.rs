@@ -22,6 +22,7 @@ fn dis_model(fx: &Fixture, st: &SafeTensors, prefix: &str, device: &Device) -> R
     let steps = paths.dims()[1] - 1;
     model.target = Box::new(DisLinearPath {
         steps,
+        step_decay: None,
         fixed_paths: Some(paths),
     });
     Ok(model)
