@@ -25,6 +25,7 @@ use crate::model::{NetConfig, ReasoningNet};
 use crate::registry::{self, Axis};
 use crate::step::LoopedModel;
 use crate::train::config::TrainConfig;
+use crate::train::trajectories::Trajectories;
 use crate::{Device, Error, HaltingConfig, Result, ScheduleConfig, TargetConfig};
 
 /// A parsed experiment file.
@@ -48,6 +49,10 @@ pub struct ExperimentConfig {
     /// Where the examples come from (needed by `recursa train`).
     #[serde(default)]
     pub data: Option<DataConfig>,
+    /// How evaluation rolls out: K noisy trajectories per example picked by the
+    /// halting head (PTRM); absent: one plain rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<Trajectories>,
 }
 
 /// `[data]` of an experiment file: where the examples come from.
@@ -269,6 +274,9 @@ impl ExperimentConfig {
         }
         if let Some(data) = &self.data {
             data.validate(&self.net).map_err(|e| e.within("data"))?;
+        }
+        if let Some(eval) = &self.eval {
+            eval.validate().map_err(|e| e.within("eval"))?;
         }
         Ok(())
     }

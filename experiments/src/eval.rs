@@ -96,16 +96,18 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
     let device = recursa_backends::device(&opts.backend)?;
     let mut trainer = Trainer::new(&experiment, &device)?;
     trainer.resume_from(&checkpoint)?;
+    // The command line's trajectories, else the experiment's `[eval]`.
     if let Some(t) = &opts.trajectories {
         t.validate()?;
+        trainer.eval_trajectories = Some(*t);
     }
-    trainer.eval_trajectories = opts.trajectories;
+    let trajectories = trainer.eval_trajectories;
     let batch = opts
         .batch
         .unwrap_or(trainer.config.global_batch_size)
         .max(1);
     let out = opts.out.clone().unwrap_or_else(|| {
-        let name = match opts.trajectories {
+        let name = match trajectories {
             Some(t) if t.count > 1 => format!("step-{}-trajectories-{}", trainer.step, t.count),
             _ => format!("step-{}", trainer.step),
         };
@@ -140,7 +142,7 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
         accuracy: result.accuracy,
         net_calls_per_example: result.net_calls_per_example,
         seconds: result.seconds,
-        trajectories: opts.trajectories.map(|t| TrajectoriesReport {
+        trajectories: trajectories.map(|t| TrajectoriesReport {
             count: t.count,
             latent_noise: t.latent_noise,
             seed: t.seed,

@@ -282,4 +282,22 @@ fn noisy_trajectories_are_the_plain_rollout_at_one_without_noise_and_fixed_by_th
     assert_eq!(a.1, 4 * plain.1);
     // One answer (and one q) per example, not per trajectory.
     assert_eq!(a.2.len(), plain.2.len());
+
+    // An experiment's `[eval]` sets them for every evaluation; typos and nonsense are
+    // refused by field.
+    let with = |eval: &str| {
+        let text = experiment_text(
+            "name = \"trm\"\nh_cycles = 2\nl_cycles = 1",
+            "name = \"final-answer\"",
+            "",
+        );
+        ExperimentConfig::from_toml(&format!("{text}\n[eval]\n{eval}\n"), "post-trm.toml")
+    };
+    let e = with("trajectories = 4\nlatent_noise = 0.5\nnoise_seed = 1").unwrap();
+    let trainer = Trainer::new(&e, &cpu()).unwrap();
+    assert_eq!(trainer.eval_trajectories, four(1));
+    let err = with("trajectories = 0").unwrap_err().to_string();
+    assert!(err.contains("eval.trajectories"), "{err}");
+    let err = with("noise = 0.1").unwrap_err().to_string();
+    assert!(err.contains("noise"), "{err}");
 }

@@ -101,5 +101,5 @@ fn the_derive_keeps_the_first_doc_paragraph_and_skips_skipped_fields() {
     // `fixed_paths` is `#[serde(skip)]`: not an experiment-file field.
     let path = registry::find(Axis::Target, "dis-linear-path").unwrap();
     let names: Vec<&str> = path.fields.iter().map(|f| f.name).collect();
-    assert_eq!(names, ["steps"]);
+    assert_eq!(names, ["steps", "step_decay"]);
 }

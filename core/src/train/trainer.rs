@@ -111,7 +111,7 @@ impl Trainer {
             seed: experiment.seed,
             schedule,
             device: device.clone(),
-            eval_trajectories: None,
+            eval_trajectories: experiment.eval,
         })
     }
 

@@ -16,6 +16,7 @@
 //! fixes the result on every backend. K = 1 with σ = 0 is the plain rollout.
 
 use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::state::{Batch, Carry, Latents, StepOutput};
 use crate::train::data::HostBatch;
@@ -24,15 +25,24 @@ use crate::{Error, Result, B};
 /// The most trajectories per example (the paper uses 100).
 pub const MAX_TRAJECTORIES: usize = 4096;
 
-/// K noisy trajectories per example, selected by the halting head.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// K noisy trajectories per example, selected by the halting head; also the `[eval]`
+/// section of an experiment file (`trajectories`, `latent_noise`, `noise_seed`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Trajectories {
-    /// K, rollouts per example.
+    /// K, rollouts per example. Default 1.
+    #[serde(rename = "trajectories", default = "one")]
     pub count: usize,
-    /// σ of the noise on z_H before every supervision step.
+    /// σ of the noise on z_H before every supervision step. Default 0.
+    #[serde(default)]
     pub latent_noise: f64,
-    /// Seeds the noise.
+    /// Seeds the noise. Default 0.
+    #[serde(rename = "noise_seed", default)]
     pub seed: u64,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Trajectories {
