@@ -807,3 +807,51 @@ fn gather_rejects_bad_requests() {
         (3, 0, vec![0, 0, 0])
     );
 }
+
+#[test]
+fn keeping_some_puzzles_keeps_their_rows_groups_and_identifiers() {
+    let split = memory_split(11, 12);
+    let set = &split.sets()[0];
+    // Keep the puzzles with an even identifier.
+    let kept = split.keep_puzzles(|id| id % 2 == 0).unwrap();
+    let k = &kept.sets()[0];
+    assert!(k.puzzle_identifiers().iter().all(|id| id % 2 == 0));
+    let want: Vec<i32> = set
+        .puzzle_identifiers()
+        .iter()
+        .copied()
+        .filter(|id| id % 2 == 0)
+        .collect();
+    assert_eq!(k.puzzle_identifiers(), want.as_slice());
+    // Every kept puzzle has exactly its original rows, in order.
+    for (new_p, &id) in k.puzzle_identifiers().iter().enumerate() {
+        let old_p = set
+            .puzzle_identifiers()
+            .iter()
+            .position(|&i| i == id)
+            .unwrap();
+        let (o, n) = (set.puzzle_indices(), k.puzzle_indices());
+        assert_eq!(o[old_p + 1] - o[old_p], n[new_p + 1] - n[new_p]);
+        for j in 0..o[old_p + 1] - o[old_p] {
+            assert_eq!(set.input_row(o[old_p] + j), k.input_row(n[new_p] + j));
+            assert_eq!(set.label_row(o[old_p] + j), k.label_row(n[new_p] + j));
+        }
+    }
+    // Groups left without puzzles are dropped; the identifier count is the original's.
+    let groups_with_even = (0..set.groups())
+        .filter(|&g| {
+            let gi = set.group_indices();
+            (gi[g]..gi[g + 1]).any(|p| set.puzzle_identifiers()[p] % 2 == 0)
+        })
+        .count();
+    assert_eq!(k.groups(), groups_with_even);
+    let m = kept.metadata();
+    assert_eq!(m.total_groups as usize, groups_with_even);
+    assert_eq!(m.total_puzzles as usize, want.len());
+    assert_eq!(
+        m.num_puzzle_identifiers,
+        split.metadata().num_puzzle_identifiers
+    );
+    // Nothing kept is an error.
+    assert!(split.keep_puzzles(|_| false).is_err());
+}

@@ -62,6 +62,8 @@ pub struct FinetuneOptions {
     pub backend: String,
     /// The fine-tuned run's directory; default `RUN/finetune/step-N`.
     pub out: Option<PathBuf>,
+    /// Train without the run's EMA (evaluation then scores the trained weights).
+    pub no_ema: bool,
 }
 
 /// Scores of the chosen tasks at one point.
@@ -184,10 +186,27 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<FinetuneReport> {
         .clone()
         .unwrap_or_else(|| opts.run.join("finetune").join(format!("step-{step}")));
 
+    if out.join("config.toml").exists() {
+        return Err(Error::Usage(format!(
+            "{}: a fine-tuned run is already there; pass --out to write another",
+            out.display()
+        )));
+    }
+
     // The run's experiment, restarted from the checkpoint's weights.
     let mut table = parse_table(&text, &source)?;
     if let Some(t) = table.get_mut("train").and_then(|t| t.as_table_mut()) {
         t.remove("epochs");
+        if opts.no_ema {
+            t.remove("ema");
+        }
+    }
+    match experiment.train.as_ref().and_then(|t| t.ema) {
+        Some(rate) if !opts.no_ema && (opts.steps as f64) * (1.0 - rate) < 1.0 => eprintln!(
+            "warning: the run's EMA ({rate}) over {} steps keeps most of the pretrained weights in what is scored; pass --no-ema or more --steps",
+            opts.steps
+        ),
+        _ => {}
     }
     let mut overrides = vec![
         format!("train.steps={}", opts.steps),

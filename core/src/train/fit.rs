@@ -49,7 +49,7 @@ pub fn fit(
     // Forward-pass accounting: network calls per example in step s (a depth curriculum
     // makes it grow), the act-q bootstrap pass included, and their running sum.
     let calls_at = |model: &crate::step::LoopedModel, s: usize| {
-        let progress = s.saturating_sub(1) as f64 / cfg.steps.max(1) as f64;
+        let progress = crate::train::trainer::progress_at(s, cfg.steps);
         let calls = model.schedule_at(Some(progress)).calls_per_step();
         (calls, calls.total() * (1 + model.halting.extra_passes()))
     };

@@ -46,6 +46,11 @@ pub struct EvalResult {
     pub seconds: f64,
 }
 
+/// The fraction of `total` training steps done before step `step` (counting from 1).
+pub fn progress_at(step: usize, total: usize) -> f64 {
+    step.saturating_sub(1) as f64 / total.max(1) as f64
+}
+
 /// Training state: the model, its optimizer, the carry and where the sampler is.
 pub struct Trainer {
     pub model: LoopedModel,
@@ -186,7 +191,7 @@ impl Trainer {
     /// The fraction of training done before the step being taken (`step` counts it),
     /// which a depth curriculum follows.
     pub fn progress(&self) -> f64 {
-        self.step.saturating_sub(1) as f64 / self.config.steps.max(1) as f64
+        progress_at(self.step, self.config.steps)
     }
 
     /// This device's part of a step: forward, backward, gradient exchange, update.

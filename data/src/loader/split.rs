@@ -154,8 +154,8 @@ impl PuzzleSplit {
 
     /// The puzzles whose identifier `keep` accepts, in memory, with their groups (a group
     /// with none left is dropped) and every row of each; identifiers are not renumbered,
-    /// so the puzzle table of a model trained on `self` still fits. For test-time
-    /// fine-tuning on chosen tasks. Errors if nothing is left.
+    /// so the puzzle table of a model trained on `self` still fits; sets left empty are
+    /// dropped. For test-time fine-tuning on chosen tasks. Errors if nothing is left.
     pub fn keep_puzzles(&self, keep: impl Fn(i32) -> bool) -> Result<PuzzleSplit, DataError> {
         let mut sets = Vec::new();
         let (mut total_groups, mut total_puzzles, mut total_rows) = (0, 0, 0);
@@ -191,6 +191,10 @@ impl PuzzleSplit {
                     a.group_indices.push(a.puzzle_identifiers.len() as i32);
                 }
             }
+            if a.puzzle_identifiers.is_empty() {
+                // A set with none of the tasks is left out (the sampler walks sets in turn).
+                continue;
+            }
             total_groups += a.group_indices.len() - 1;
             total_puzzles += a.puzzle_identifiers.len();
             total_rows += inputs.len() / set.seq_len();
@@ -204,6 +208,7 @@ impl PuzzleSplit {
             ));
         }
         let mut metadata = self.metadata.clone();
+        metadata.sets = sets.iter().map(|(name, _)| name.clone()).collect();
         metadata.total_groups = total_groups as i64;
         metadata.total_puzzles = total_puzzles as i64;
         metadata.mean_puzzle_examples = total_rows as f64 / total_puzzles as f64;

@@ -31,6 +31,9 @@ pub struct FinetuneArgs {
     /// The fine-tuned run's directory (default: RUN/finetune/step-N).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Train without the run's EMA, so that the scores are of the fine-tuned weights themselves.
+    #[arg(long)]
+    pub no_ema: bool,
 }
 
 impl From<FinetuneArgs> for FinetuneOptions {
@@ -44,6 +47,7 @@ impl From<FinetuneArgs> for FinetuneOptions {
             batch: a.batch,
             backend: a.backend,
             out: a.out,
+            no_ema: a.no_ema,
         }
     }
 }

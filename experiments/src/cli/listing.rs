@@ -2,7 +2,8 @@
 
 use recursa_core::registry::{self, Axis};
 
-/// Every registered plugin, by axis, with its doc line and fields.
+/// Every registered plugin, by axis, with its doc line and fields, then the choices
+/// that are options of the network and of evaluation.
 pub fn plugins() {
     for axis in Axis::ALL {
         println!("[{}]", axis.key());
@@ -14,6 +15,29 @@ pub fn plugins() {
         }
         println!();
     }
+    // Choices that are not plugins: the network's MLP and the evaluation rollout.
+    println!("[net] mlp_kind");
+    println!(
+        "  {:<14} {}",
+        "swiglu", "down(silu(gate) * up) (TRM, HRM, DIS; the default)"
+    );
+    println!(
+        "  {:<14} {}",
+        "conv-swiglu",
+        "URM: a depthwise convolution over positions (width net.conv_kernel, default 2) and a SiLU before down"
+    );
+    println!();
+    println!("[eval]");
+    println!(
+        "  {:<14} {}",
+        "trajectories",
+        "PTRM: K rollouts per example with noise on z_H, the largest final q_halt kept (default 1)"
+    );
+    println!(
+        "  {:<14} {}",
+        "latent_noise", "sigma of that noise, added before every supervision step (default 0)"
+    );
+    println!("  {:<14} {}", "noise_seed", "seeds the noise (default 0)");
 }
 
 /// Every backend, whether it is compiled in, and whether its device answers.
