@@ -70,6 +70,8 @@ pub struct FinetuneOptions {
 #[derive(Debug, Serialize)]
 pub struct Scores {
     pub exact_accuracy: f64,
+    /// Token accuracy over the labelled cells.
+    pub accuracy: f64,
     /// `ARC/pass@K` -> value over the chosen tasks.
     pub arc: BTreeMap<String, f64>,
 }
@@ -303,6 +305,7 @@ fn score(
         .unwrap_or_default();
     Ok(Scores {
         exact_accuracy: r.exact_accuracy,
+        accuracy: r.accuracy,
         arc,
     })
 }
@@ -310,7 +313,10 @@ fn score(
 /// The report as the command prints it.
 pub fn summary(r: &FinetuneReport) -> String {
     let line = |s: &Scores| {
-        let mut parts = vec![format!("exact accuracy {:.4}", s.exact_accuracy)];
+        let mut parts = vec![
+            format!("exact accuracy {:.4}", s.exact_accuracy),
+            format!("token accuracy {:.4}", s.accuracy),
+        ];
         for k in ["ARC/pass@1", "ARC/pass@2"] {
             if let Some(v) = s.arc.get(k) {
                 parts.push(format!("{k} {v:.4}"));

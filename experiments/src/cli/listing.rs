@@ -16,28 +16,41 @@ pub fn plugins() {
         println!();
     }
     // Choices that are not plugins: the network's MLP and the evaluation rollout.
-    println!("[net] mlp_kind");
-    println!(
-        "  {:<14} {}",
-        "swiglu", "down(silu(gate) * up) (TRM, HRM, DIS; the default)"
-    );
-    println!(
-        "  {:<14} {}",
-        "conv-swiglu",
-        "URM: a depthwise convolution over positions (width net.conv_kernel, default 2) and a SiLU before down"
-    );
-    println!();
-    println!("[eval]");
-    println!(
-        "  {:<14} {}",
-        "trajectories",
-        "PTRM: K rollouts per example with noise on z_H, the largest final q_halt kept (default 1)"
-    );
-    println!(
-        "  {:<14} {}",
-        "latent_noise", "sigma of that noise, added before every supervision step (default 0)"
-    );
-    println!("  {:<14} {}", "noise_seed", "seeds the noise (default 0)");
+    let sections: [(&str, &[(&str, &str)]); 2] = [
+        (
+            "[net] mlp_kind",
+            &[
+                ("swiglu", "down(silu(gate) * up) (TRM, HRM, DIS; the default)"),
+                (
+                    "conv-swiglu",
+                    "URM: a depthwise convolution over positions (width net.conv_kernel, default 2) and a SiLU before down",
+                ),
+            ],
+        ),
+        (
+            "[eval]",
+            &[
+                (
+                    "trajectories",
+                    "PTRM: K rollouts per example with noise on z_H, the largest final q_halt kept (default 1)",
+                ),
+                (
+                    "latent_noise",
+                    "sigma of that noise, added before every supervision step (default 0)",
+                ),
+                ("noise_seed", "seeds the noise (default 0)"),
+            ],
+        ),
+    ];
+    for (i, (title, choices)) in sections.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("{title}");
+        for (name, doc) in *choices {
+            println!("  {name:<14} {doc}");
+        }
+    }
 }
 
 /// Every backend, whether it is compiled in, and whether its device answers.
