@@ -36,6 +36,44 @@ pub fn quick_flip_with_halting(halting: &str) -> String {
     format!("{}[halting]\n{halting}\n\n{}", &text[..start], &text[end..])
 }
 
+/// A tiny experiment on a generated 2x2 task (4 tokens, width 16, one block) with the
+/// given plugin tables (their lines, `name = "..."` first) and extra `[net]` lines:
+/// 60 steps of 32, for tests that train every combination of options.
+pub fn tiny_experiment(schedule: &str, target: &str, halting: &str, net_extra: &str) -> String {
+    format!(
+        r#"seed = 3
+[net]
+seq_len = 4
+vocab_size = 5
+num_puzzle_identifiers = 2
+puzzle_emb_ndim = 16
+puzzle_emb_len = 1
+hidden_size = 16
+num_heads = 2
+l_layers = 1
+{net_extra}
+[schedule]
+{schedule}
+[target]
+{target}
+[halting]
+{halting}
+[train]
+steps = 60
+global_batch_size = 32
+lr = 3e-3
+lr_warmup_steps = 1
+[data]
+name = "generated-grid"
+size = 2
+colors = 4
+transform = "shift-colors"
+train_examples = 100
+test_examples = 20
+"#
+    )
+}
+
 /// Gives the tensors the reference zero-initialises (the puzzle table, the Q head)
 /// values uniform in [-0.5, 0.5) drawn from `seed`, so that tests exercise those
 /// paths too. The weights go through a safetensors round trip, so this works on

@@ -12,39 +12,10 @@ use recursa_core::train::trajectories::Trajectories;
 use recursa_core::{Device, B};
 use recursa_plugins as _;
 
+/// The mixing tests' tiny experiment with `fixed` halting at 3 steps (DIS's N).
 fn experiment_text(schedule: &str, target: &str, net_extra: &str) -> String {
-    format!(
-        r#"seed = 5
-[net]
-seq_len = 4
-vocab_size = 5
-num_puzzle_identifiers = 2
-puzzle_emb_ndim = 16
-puzzle_emb_len = 1
-hidden_size = 16
-num_heads = 2
-l_layers = 1
-step_embeddings = 5
-{net_extra}
-[schedule]
-{schedule}
-[target]
-{target}
-[halting]
-name = "fixed"
-steps = 3
-[train]
-steps = 10
-global_batch_size = 8
-[data]
-name = "generated-grid"
-size = 2
-colors = 4
-transform = "shift-colors"
-train_examples = 40
-test_examples = 12
-"#
-    )
+    let net = format!("step_embeddings = 5\n{net_extra}");
+    recursa_tests::tiny_experiment(schedule, target, "name = \"fixed\"\nsteps = 3", &net)
 }
 
 fn experiment(schedule: &str, target: &str, net_extra: &str) -> ExperimentConfig {
