@@ -466,6 +466,52 @@ fn arc_data_train_eval_render() {
     let rows = report["train_examples"].as_u64().unwrap();
     assert!(rows > 0 && rows < 40, "{report}");
     assert!(tuned.join("checkpoints/step-000002").is_dir());
+    // Any schedule fine-tunes: the same for a DIS run on the same data.
+    let dis_run = dir.join("dis-run");
+    let mut args: Vec<String> = [
+        "train",
+        "--config",
+        "experiments/configs/quick-arc.toml",
+        "--out",
+        dis_run.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for kv in [
+        format!("data.path=\"{}\"", data.display()),
+        "train.steps=2".into(),
+        "train.global_batch_size=4".into(),
+        "net.hidden_size=16".into(),
+        "net.puzzle_emb_ndim=16".into(),
+        "net.num_heads=1".into(),
+        "net.l_layers=1".into(),
+        "net.step_embeddings=4".into(),
+        "schedule.name=\"dis\"".into(),
+        "target.name=\"dis-linear-path\"".into(),
+        "target.steps=2".into(),
+        "halting.max_steps=2".into(),
+    ] {
+        args.extend(set(&kv));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = recursa(&args);
+    assert_eq!(code, 0, "{err}");
+    let dis_tuned = dir.join("dis-tuned");
+    let (code, out, err) = recursa(&[
+        "finetune",
+        dis_run.to_str().unwrap(),
+        "--tasks",
+        &task,
+        "--steps",
+        "1",
+        "--out",
+        dis_tuned.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("after:"), "{out}");
+    assert!(dis_tuned.join("finetune.json").exists());
+
     let (code, _, err) = recursa(&[
         "finetune",
         run.to_str().unwrap(),
