@@ -96,9 +96,16 @@ pub struct StepContext {
     /// Fraction of training steps done before this one, for a depth curriculum
     /// ([`RecursionSchedule::at_progress`]); `None` runs the schedule itself.
     pub progress: Option<f64>,
-    /// σ of Gaussian noise added to y = z_H before each step's recursion (PTRM's noisy
+    /// Gaussian noise added to y = z_H before each step's recursion (PTRM's noisy
     /// trajectories, see `train::trajectories`); `None` for none.
-    pub latent_noise: Option<f64>,
+    pub latent_noise: Option<LatentNoise>,
+}
+
+/// PTRM's noise on y = z_H: its σ and its own random stream, so that the other draws
+/// of a rollout (episode starts) are those of the plain rollout.
+pub struct LatentNoise {
+    pub sigma: f64,
+    pub rng: ChaCha8Rng,
 }
 
 impl StepContext {
@@ -235,9 +242,9 @@ impl LoopedModel {
             (_, fresh) => fresh,
         };
 
-        if let Some(sigma) = ctx.latent_noise {
+        if let Some(noise) = &mut ctx.latent_noise {
             let (shape, device) = (latents.z_h.dims(), latents.z_h.device());
-            latents.z_h = latents.z_h + gaussian(shape, sigma, &mut ctx.rng, &device);
+            latents.z_h = latents.z_h + gaussian(shape, noise.sigma, &mut noise.rng, &device);
         }
 
         let schedule = self.schedule_at(ctx.progress);

@@ -39,7 +39,7 @@ pub struct EvalOptions {
     pub batch: Option<usize>,
     /// ARC voting with the reference's two defects restored (see docs/data.md).
     pub reference_quirks: bool,
-    /// Where outputs go; default `RUN/eval/step-N` (`step-N-trajectories-K` with K > 1).
+    /// Where outputs go; default `RUN/eval/step-N` (`step-N-trajectories-K` with noise or K > 1).
     pub out: Option<PathBuf>,
     /// K noisy trajectories per example, picked by the halting head (PTRM); `None`: one, no noise.
     pub trajectories: Option<Trajectories>,
@@ -108,7 +108,9 @@ pub fn eval(opts: &EvalOptions) -> Result<EvalReport> {
         .max(1);
     let out = opts.out.clone().unwrap_or_else(|| {
         let name = match trajectories {
-            Some(t) if t.count > 1 => format!("step-{}-trajectories-{}", trainer.step, t.count),
+            Some(t) if t.count > 1 || t.latent_noise > 0.0 => {
+                format!("step-{}-trajectories-{}", trainer.step, t.count)
+            }
             _ => format!("step-{}", trainer.step),
         };
         opts.run.join("eval").join(name)

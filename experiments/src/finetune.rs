@@ -153,6 +153,12 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<FinetuneReport> {
     // The group sampler fills each batch from one puzzle per group and drops an
     // epoch's partial batch, so a batch must fit what every epoch surely yields.
     let per_epoch = surely_per_epoch(&train);
+    if per_epoch == 0 {
+        return Err(Error::config(
+            "--tasks",
+            "the chosen tasks have a puzzle without demonstration rows in the train split: nothing to fine-tune on",
+        ));
+    }
     let run_batch = experiment.train.as_ref().map_or(1, |t| t.global_batch_size);
     let batch = match opts.batch {
         Some(b) if b == 0 || b > per_epoch => {

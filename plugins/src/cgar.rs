@@ -65,8 +65,13 @@ pub fn check_curriculum(stages: &[DepthStage], t: usize, n: usize) -> Result<()>
         check_count(&field("h_cycles"), s.h_cycles, MAX_CYCLES)?;
         check_count(&field("l_cycles"), s.l_cycles, MAX_CYCLES)?;
         if s.h_cycles > t || s.l_cycles > n {
+            let deeper = if s.h_cycles > t {
+                "h_cycles"
+            } else {
+                "l_cycles"
+            };
             return Err(Error::config(
-                field("h_cycles"),
+                field(deeper),
                 format!(
                     "stage ({}, {}) is deeper than the schedule's h_cycles = {t}, l_cycles = {n}, which evaluation runs",
                     s.h_cycles, s.l_cycles

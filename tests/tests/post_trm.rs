@@ -7,6 +7,7 @@ use burn::tensor::{Int, Tensor};
 use recursa_core::experiment::ExperimentConfig;
 use recursa_core::step::{LoopedModel, StepContext};
 use recursa_core::train::data::{device_batch, sampled_batches, HostBatch};
+use recursa_core::train::loss::{act_loss, LossType};
 use recursa_core::train::trainer::Trainer;
 use recursa_core::train::trajectories::Trajectories;
 use recursa_core::{Device, B};
@@ -167,6 +168,30 @@ fn a_depth_curriculum_runs_its_stage_in_training_and_the_full_depth_in_evaluatio
             (2, 4, 6, 6)
         );
     }
+    // Through the trainer: its first step (progress 0) runs the first stage.
+    let first_loss = |schedule: &str| {
+        let e = experiment(schedule, "name = \"final-answer\"", "");
+        let mut t = Trainer::new(&e, &cpu()).unwrap();
+        assert_eq!(t.progress(), 0.0);
+        let loss = t.train_step(&host_batch(&e)).unwrap().lm_loss;
+        // 60 steps in all: the next step is at 1/60.
+        assert_eq!(t.progress(), 0.0);
+        t.step += 1;
+        assert!((t.progress() - 1.0 / 60.0).abs() < 1e-12);
+        loss
+    };
+    let staged = first_loss(&format!(
+        "name = \"trm\"\nh_cycles = 2\nl_cycles = 2\n{stages}"
+    ));
+    assert_eq!(
+        staged,
+        first_loss("name = \"trm\"\nh_cycles = 1\nl_cycles = 1")
+    );
+    assert_ne!(
+        staged,
+        first_loss("name = \"trm\"\nh_cycles = 2\nl_cycles = 2")
+    );
+
     // A stage deeper than the full schedule is refused at load, by field.
     let text = experiment_text(
         "name = \"trm\"\nh_cycles = 2\nl_cycles = 2\ncurriculum = [{ until = 0.5, h_cycles = 3, l_cycles = 1 }]",
@@ -206,6 +231,33 @@ fn step_decay_weights_each_row_by_its_step() {
         );
         assert!(plain.build(&cpu()).unwrap().target.weight(&steps).is_none());
     }
+    // Through a step and the loss: at step 2 every row's loss is halved by λ = 0.5.
+    let lm_loss_at_step_2 = |target: &str| {
+        let m = experiment("name = \"trm\"\nh_cycles = 1\nl_cycles = 1", target, "")
+            .build(&cpu())
+            .unwrap();
+        let host = host_batch(&experiment(
+            "name = \"trm\"\nh_cycles = 1\nl_cycles = 1",
+            "name = \"final-answer\"",
+            "",
+        ));
+        let batch = device_batch(&host, &cpu());
+        let mut ctx = StepContext::train(0);
+        let (carry, _) = m.step(m.initial_carry(&batch), &batch, &mut ctx);
+        let (carry, out) = m.step(carry, &batch, &mut ctx);
+        act_loss(&out, &carry, LossType::StablemaxCrossEntropy, |_| {
+            (None, None)
+        })
+        .metrics
+        .lm_loss
+    };
+    let plain = lm_loss_at_step_2("name = \"final-answer\"");
+    let decayed = lm_loss_at_step_2("name = \"final-answer\"\nstep_decay = 0.5");
+    assert!(plain > 0.0);
+    assert!(
+        (decayed - 0.5 * plain).abs() <= 1e-6 * plain,
+        "{decayed} vs {plain}"
+    );
 }
 
 #[test]
@@ -270,5 +322,8 @@ fn noisy_trajectories_are_the_plain_rollout_at_one_without_noise_and_fixed_by_th
     let err = with("trajectories = 0").unwrap_err().to_string();
     assert!(err.contains("eval.trajectories"), "{err}");
     let err = with("noise = 0.1").unwrap_err().to_string();
-    assert!(err.contains("noise"), "{err}");
+    assert!(
+        err.contains("unknown field `noise`") && err.contains("eval"),
+        "{err}"
+    );
 }

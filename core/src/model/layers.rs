@@ -119,6 +119,10 @@ fn shifted<B: Backend>(h: Tensor<B, 3>, offset: isize) -> Tensor<B, 3> {
         return h;
     }
     let zeros = Tensor::zeros([batch, o, channels], &h.device());
+    if o == seq {
+        // Every source position is outside the sequence.
+        return zeros;
+    }
     if offset < 0 {
         Tensor::cat(vec![zeros, h.narrow(1, 0, seq - o)], 1)
     } else {
@@ -362,6 +366,13 @@ mod tests {
         assert!((got[0] - (b + w[1] + w[2])).abs() < 1e-6);
         assert!((got[1] - (b + w[0] + w[1] + w[2])).abs() < 1e-6);
         assert!((got[3] - (b + w[0] + w[1])).abs() < 1e-6);
+        // A kernel wider than the sequence: the taps that fall outside contribute zero.
+        let wide = ShortConv::<Cpu>::new(1, 9, &mut rng, &device);
+        let ones = Tensor::<Cpu, 3>::ones([1, 3, 1], &device);
+        let got: Vec<f32> = wide.forward(ones).into_data().to_vec().unwrap();
+        let w: Vec<f32> = wide.weight.val().into_data().to_vec().unwrap();
+        let b: f32 = wide.bias.val().into_scalar();
+        assert!((got[1] - (b + w[3] + w[4] + w[5])).abs() < 1e-6);
     }
 
     #[test]

@@ -9,8 +9,10 @@ use crate::model::names::{visit_net, Layout, Role, WeightVisitor};
 use crate::model::Net;
 use crate::B;
 
-/// `ema = rate * ema + (1 - rate) * current` for every dense parameter (buffers and
-/// the puzzle table are not averaged, as the reference `EMAHelper`).
+/// `ema = rate * ema + (1 - rate) * current` for every dense parameter. Buffers (the
+/// puzzle table, `H_init`, `L_init`) are not averaged but copied from `current`, as
+/// the reference's `EMAHelper.ema_copy` deep-copies the current model and overwrites
+/// only its parameters: the averaged weights are scored with the trained task rows.
 pub fn ema_update(ema: &mut Net, current: &Net, rate: f64) {
     struct Collect(HashMap<String, Tensor<B, 1>>);
     impl WeightVisitor<B> for Collect {
@@ -21,9 +23,8 @@ pub fn ema_update(ema: &mut Net, current: &Net, rate: f64) {
             _: Layout,
             p: &mut Param<Tensor<B, D>>,
         ) {
-            if role == Role::Param {
-                self.0.insert(name.to_string(), p.val().flatten(0, D - 1));
-            }
+            let _ = role;
+            self.0.insert(name.to_string(), p.val().flatten(0, D - 1));
         }
     }
     struct Blend(HashMap<String, Tensor<B, 1>>, f64);
@@ -35,11 +36,15 @@ pub fn ema_update(ema: &mut Net, current: &Net, rate: f64) {
             _: Layout,
             p: &mut Param<Tensor<B, D>>,
         ) {
-            if let (Role::Param, Some(cur)) = (role, self.0.remove(name)) {
-                let shape = p.val().shape();
-                let blended = p.val() * self.1 + cur.reshape(shape) * (1.0 - self.1);
-                *p = Param::initialized(p.id, blended);
-            }
+            let Some(cur) = self.0.remove(name) else {
+                return;
+            };
+            let cur = cur.reshape(p.val().shape());
+            let value = match role {
+                Role::Param => p.val() * self.1 + cur * (1.0 - self.1),
+                Role::Buffer => cur,
+            };
+            *p = Param::initialized(p.id, value);
         }
     }
     let mut collect = Collect(HashMap::new());

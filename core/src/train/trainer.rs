@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::experiment::ExperimentConfig;
 use crate::model::Net;
 use crate::state::Carry;
-use crate::step::{LoopedModel, StepContext};
+use crate::step::{LatentNoise, LoopedModel, StepContext};
 use crate::train::checkpoint;
 use crate::train::clip::clip_global_norm;
 use crate::train::config::TrainConfig;
@@ -289,8 +289,10 @@ impl Trainer {
         let k = self.eval_trajectories.map_or(1, |t| t.count);
         if let Some(t) = &self.eval_trajectories {
             t.validate()?;
-            ctx.rng = rand::SeedableRng::seed_from_u64(t.seed);
-            ctx.latent_noise = (t.latent_noise > 0.0).then_some(t.latent_noise);
+            ctx.latent_noise = (t.latent_noise > 0.0).then(|| LatentNoise {
+                sigma: t.latent_noise,
+                rng: rand::SeedableRng::seed_from_u64(t.seed),
+            });
         }
         for set in test.sets() {
             for host in test_batches(set, batch_size, 0, 1).map_err(data_error)? {

@@ -12,8 +12,9 @@
 //! | the eval rollout's `max_steps` | D, supervision steps     |
 //! | [`select_best`] | `k* = argmax_k q_halt^(k)` at step D    |
 //!
-//! The noise is drawn on the host from a ChaCha stream seeded by `seed`, so a seed
-//! fixes the result on every backend. K = 1 with σ = 0 is the plain rollout.
+//! The noise is drawn on the host from a ChaCha stream of its own, seeded by `seed`, so
+//! a seed fixes the result on every backend and the rollout's other draws are those of
+//! the plain rollout. K = 1 with σ = 0 is the plain rollout.
 
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};

@@ -33,10 +33,15 @@ pub struct EvalArgs {
     #[arg(long, value_name = "K")]
     pub trajectories: Option<usize>,
     /// Standard deviation of the noise added to z_H before every step (with --trajectories).
-    #[arg(long, value_name = "SIGMA", default_value_t = 0.1)]
+    #[arg(
+        long,
+        value_name = "SIGMA",
+        default_value_t = 0.1,
+        requires = "trajectories"
+    )]
     pub latent_noise: f64,
     /// Seed of the noise (with --trajectories).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "trajectories")]
     pub noise_seed: u64,
 }
 
