@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::halting::HaltingPolicy;
 use crate::model::no_grad::NoGrad;
 use crate::model::{Net, NetConfig};
-use crate::schedule::RecursionSchedule;
+use crate::schedule::{NetCalls, RecursionSchedule};
 use crate::state::{Batch, Carry, HaltInput, Latents, StepOutput};
 use crate::target::SupervisionTarget;
 use crate::{Result, B};
@@ -70,22 +70,6 @@ fn check_supervision_steps(
             given.join(", ")
         ),
     ))
-}
-
-/// The schedule of one step: the model's own, or a curriculum stage of it.
-pub enum Staged<'a> {
-    Full(&'a dyn RecursionSchedule),
-    Stage(Box<dyn RecursionSchedule>),
-}
-
-impl<'a> std::ops::Deref for Staged<'a> {
-    type Target = dyn RecursionSchedule + 'a;
-    fn deref(&self) -> &Self::Target {
-        match self {
-            Staged::Full(s) => *s,
-            Staged::Stage(s) => &**s,
-        }
-    }
 }
 
 /// Per-run state a step needs besides the carry: mode, the random stream (halting
@@ -155,12 +139,12 @@ impl LoopedModel {
         })
     }
 
-    /// The schedule a step runs at `progress` (see [`RecursionSchedule::at_progress`]):
-    /// a curriculum's stage, or the schedule itself.
-    pub fn schedule_at(&self, progress: Option<f64>) -> Staged<'_> {
+    /// Network calls per step at `progress` through training: a curriculum's stage's
+    /// (see [`RecursionSchedule::at_progress`]), or the schedule's own.
+    pub fn calls_per_step_at(&self, progress: Option<f64>) -> NetCalls {
         match progress.and_then(|p| self.schedule.at_progress(p)) {
-            Some(stage) => Staged::Stage(stage),
-            None => Staged::Full(&*self.schedule),
+            Some(stage) => stage.calls_per_step(),
+            None => self.schedule.calls_per_step(),
         }
     }
 
@@ -247,7 +231,9 @@ impl LoopedModel {
             latents.z_h = latents.z_h + gaussian(shape, noise.sigma, &mut noise.rng, &device);
         }
 
-        let schedule = self.schedule_at(ctx.progress);
+        // A curriculum's stage, or the schedule itself.
+        let stage = ctx.progress.and_then(|p| self.schedule.at_progress(p));
+        let schedule = stage.as_deref().unwrap_or(&*self.schedule);
         let puzzle = net.puzzle_rows(data.puzzle_identifiers.clone(), ctx.training);
         let question = schedule.question(&data, &steps, &carry.preds);
         let step_index = schedule.step_index(&net.config, &steps);

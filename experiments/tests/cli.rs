@@ -314,6 +314,43 @@ fn plot_draws_two_runs_into_a_png_and_a_csv() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `recursa train` of quick-arc.toml shrunk to a tiny network (width 16, one block,
+/// 2 steps of 4, 2 supervision steps) on the dataset `data`, into `run`, with more
+/// arguments and `--set key=value` overrides.
+fn train_tiny_arc(
+    data: &std::path::Path,
+    run: &std::path::Path,
+    more: &[&str],
+    sets: &[&str],
+) -> (i32, String, String) {
+    let mut args: Vec<String> = [
+        "train",
+        "--config",
+        "experiments/configs/quick-arc.toml",
+        "--out",
+        run.to_str().unwrap(),
+    ]
+    .iter()
+    .chain(more)
+    .map(|s| s.to_string())
+    .collect();
+    let tiny = [
+        format!("data.path=\"{}\"", data.display()),
+        "train.steps=2".into(),
+        "train.global_batch_size=4".into(),
+        "net.hidden_size=16".into(),
+        "net.puzzle_emb_ndim=16".into(),
+        "net.num_heads=1".into(),
+        "net.l_layers=1".into(),
+        "halting.max_steps=2".into(),
+    ];
+    for kv in tiny.iter().map(String::as_str).chain(sets.iter().copied()) {
+        args.extend(["--set".to_string(), kv.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    recursa(&args)
+}
+
 /// The ARC path end to end through the command line: build a small dataset,
 /// train a tiny model on it for two steps (data-parallel on two CPU devices),
 /// evaluate with voting, and draw the vote tables.
@@ -339,33 +376,8 @@ fn arc_data_train_eval_render() {
     ]);
     assert_eq!(code, 0, "{err}");
     let run = dir.join("run");
-    let set = |kv: &str| ["--set".to_string(), kv.to_string()];
-    let mut args: Vec<String> = [
-        "train",
-        "--config",
-        "experiments/configs/quick-arc.toml",
-        "--backend",
-        "cpu,cpu",
-        "--out",
-        run.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for kv in [
-        format!("data.path=\"{}\"", data.display()),
-        "train.steps=2".into(),
-        "train.global_batch_size=4".into(),
-        "net.hidden_size=16".into(),
-        "net.puzzle_emb_ndim=16".into(),
-        "net.num_heads=1".into(),
-        "net.l_layers=1".into(),
-        "halting.max_steps=2".into(),
-    ] {
-        args.extend(set(&kv));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, _, err) = recursa(&args);
+    // Data-parallel on two CPU devices.
+    let (code, _, err) = train_tiny_arc(&data, &run, &["--backend", "cpu,cpu"], &[]);
     assert_eq!(code, 0, "{err}");
     // The dataset's identifier count sized the puzzle table, and the run says so.
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
@@ -468,34 +480,13 @@ fn arc_data_train_eval_render() {
     assert!(tuned.join("checkpoints/step-000002").is_dir());
     // Any schedule fine-tunes: the same for a DIS run on the same data.
     let dis_run = dir.join("dis-run");
-    let mut args: Vec<String> = [
-        "train",
-        "--config",
-        "experiments/configs/quick-arc.toml",
-        "--out",
-        dis_run.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for kv in [
-        format!("data.path=\"{}\"", data.display()),
-        "train.steps=2".into(),
-        "train.global_batch_size=4".into(),
-        "net.hidden_size=16".into(),
-        "net.puzzle_emb_ndim=16".into(),
-        "net.num_heads=1".into(),
-        "net.l_layers=1".into(),
-        "net.step_embeddings=4".into(),
-        "schedule.name=\"dis\"".into(),
-        "target.name=\"dis-linear-path\"".into(),
-        "target.steps=2".into(),
-        "halting.max_steps=2".into(),
-    ] {
-        args.extend(set(&kv));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, _, err) = recursa(&args);
+    let dis = [
+        "net.step_embeddings=4",
+        "schedule.name=\"dis\"",
+        "target.name=\"dis-linear-path\"",
+        "target.steps=2",
+    ];
+    let (code, _, err) = train_tiny_arc(&data, &dis_run, &[], &dis);
     assert_eq!(code, 0, "{err}");
     let dis_tuned = dir.join("dis-tuned");
     let (code, out, err) = recursa(&[

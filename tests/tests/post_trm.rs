@@ -157,7 +157,7 @@ fn a_depth_curriculum_runs_its_stage_in_training_and_the_full_depth_in_evaluatio
             logits(&curriculum, &host, Some(0.0)),
             logits(&fixed(2, 2), &host, None)
         );
-        let calls = |p| curriculum.schedule_at(p).calls_per_step().total();
+        let calls = |p| curriculum.calls_per_step_at(p).total();
         assert_eq!(
             (
                 calls(Some(0.1)),

@@ -50,7 +50,7 @@ pub fn fit(
     // makes it grow), the act-q bootstrap pass included, and their running sum.
     let calls_at = |model: &crate::step::LoopedModel, s: usize| {
         let progress = crate::train::trainer::progress_at(s, cfg.steps);
-        let calls = model.schedule_at(Some(progress)).calls_per_step();
+        let calls = model.calls_per_step_at(Some(progress));
         (calls, calls.total() * (1 + model.halting.extra_passes()))
     };
     let mut calls_so_far: usize = (1..=first).map(|s| calls_at(&trainer.model, s).1).sum();
