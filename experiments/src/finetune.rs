@@ -236,6 +236,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<FinetuneReport> {
         out.clone(),
         &overrides,
         false,
+        None,
     )?;
     prepared.train_set = train;
     prepared.test_set = test.clone();

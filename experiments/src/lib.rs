@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod distributed;
 pub mod eval;
 pub mod finetune;
 pub mod plot;

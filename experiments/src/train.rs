@@ -7,6 +7,7 @@ use recursa_core::experiment::{
 };
 use recursa_core::train::data::{check_split, data_error, rows, PuzzleSplit};
 use recursa_core::train::fit::fit;
+use recursa_core::train::process_group::ProcessGroup;
 use recursa_core::train::trainer::{EvalResult, Trainer};
 use recursa_core::{Error, Result};
 use recursa_data::arc_eval::{ArcEvalOptions, ArcEvaluator};
@@ -26,12 +27,15 @@ pub fn apply_overrides(text: &str, source: &str, overrides: &[String]) -> Result
 
 /// Fields a resumed run may take from the experiment file instead of its own
 /// config: how long it runs, how often it evaluates and saves, what it keeps.
-pub const RESUMABLE_CHANGES: [&str; 5] = [
+pub const RESUMABLE_CHANGES: [&str; 6] = [
     "train.steps",
     "train.epochs",
     "train.eval_interval",
     "train.checkpoint_interval",
     "train.keep_checkpoints",
+    // How the global batch is cut: with ranks x micro-batches unchanged (2 ranks of
+    // 1 -> 1 process of 2) the resumed run is exact; the checkpoint refuses others.
+    "train.micro_batches",
 ];
 
 /// Every `a.b.c = value` leaf of a TOML table, by dotted key.
@@ -90,15 +94,15 @@ fn remove_key(table: &mut toml::Table, path: &[String]) {
 
 /// An experiment made ready to train: parsed, checked against its data, with
 /// what the data decides (puzzle identifiers, steps from epochs) filled in.
-struct Resolved {
-    experiment: ExperimentConfig,
+pub(crate) struct Resolved {
+    pub(crate) experiment: ExperimentConfig,
     table: toml::Table,
-    train_set: PuzzleSplit,
-    test_set: PuzzleSplit,
+    pub(crate) train_set: PuzzleSplit,
+    pub(crate) test_set: PuzzleSplit,
 }
 
 /// Parses `table`, loads its data and fills in what the data decides.
-fn resolve(mut table: toml::Table, origin: &Origin) -> Result<Resolved> {
+pub(crate) fn resolve(mut table: toml::Table, origin: &Origin) -> Result<Resolved> {
     let source = origin.source;
     let mut experiment = ExperimentConfig::from_table(table.clone(), origin)?;
     let data = experiment
@@ -234,21 +238,55 @@ pub fn prepare(
     resume: bool,
 ) -> Result<Prepared> {
     let source = config_path.display().to_string();
-    let run_dir = out.unwrap_or_else(|| {
-        PathBuf::from("runs").join(
-            config_path
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or("run".into()),
-        )
-    });
+    let run_dir = out.unwrap_or_else(|| default_run_dir(config_path));
     let raw = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
     let table = read_table(config_path)?;
-    prepare_table(&raw, table, &source, backend, run_dir, overrides, resume)
+    prepare_table(
+        &raw, table, &source, backend, run_dir, overrides, resume, None,
+    )
+}
+
+/// [`prepare`] on rank 0 of a group of processes: sends the other ranks the resolved
+/// experiment and joins the trainer to the group before it resumes (the
+/// checkpoint goes to the other ranks too). `backend` is this rank's one device.
+pub fn prepare_in_group(
+    config_path: &Path,
+    backend: &str,
+    out: Option<PathBuf>,
+    overrides: &[String],
+    resume: bool,
+    group: ProcessGroup,
+) -> Result<Prepared> {
+    let source = config_path.display().to_string();
+    let run_dir = out.unwrap_or_else(|| default_run_dir(config_path));
+    let raw = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
+    let table = read_table(config_path)?;
+    prepare_table(
+        &raw,
+        table,
+        &source,
+        backend,
+        run_dir,
+        overrides,
+        resume,
+        Some(group),
+    )
+}
+
+/// `runs/<config name>`.
+fn default_run_dir(config_path: &Path) -> PathBuf {
+    PathBuf::from("runs").join(
+        config_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or("run".into()),
+    )
 }
 
 /// [`prepare`] for an experiment already read: its text `raw` (for messages), its
-/// table, and where it came from (`source`).
+/// table, and where it came from (`source`); with `group`, as rank 0 of it
+/// ([`prepare_in_group`]).
+#[allow(clippy::too_many_arguments)]
 pub fn prepare_table(
     raw: &str,
     mut table: toml::Table,
@@ -257,6 +295,7 @@ pub fn prepare_table(
     run_dir: PathBuf,
     overrides: &[String],
     resume: bool,
+    group: Option<ProcessGroup>,
 ) -> Result<Prepared> {
     let source = source.to_string();
     // Everything is checked (config, data, backend, model, checkpoint) before
@@ -366,6 +405,12 @@ pub fn prepare_table(
             }
             other => other,
         })?;
+    if let Some(group) = group {
+        group.broadcast(crate::distributed::start_message(
+            &text, &source, &run_dir, resume,
+        ))?;
+        trainer.join_group(group)?;
+    }
     if resume {
         trainer.resume(&run_dir.join("checkpoints"))?;
     }

@@ -322,18 +322,21 @@ fn train_tiny_arc(
     run: &std::path::Path,
     more: &[&str],
     sets: &[&str],
+    before: &[&str],
 ) -> (i32, String, String) {
-    let mut args: Vec<String> = [
-        "train",
-        "--config",
-        "experiments/configs/quick-arc.toml",
-        "--out",
-        run.to_str().unwrap(),
-    ]
-    .iter()
-    .chain(more)
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = before.iter().map(|s| s.to_string()).collect();
+    args.extend(
+        [
+            "train",
+            "--config",
+            "experiments/configs/quick-arc.toml",
+            "--out",
+            run.to_str().unwrap(),
+        ]
+        .iter()
+        .chain(more)
+        .map(|s| s.to_string()),
+    );
     let tiny = [
         format!("data.path=\"{}\"", data.display()),
         "train.steps=2".into(),
@@ -377,7 +380,7 @@ fn arc_data_train_eval_render() {
     assert_eq!(code, 0, "{err}");
     let run = dir.join("run");
     // Data-parallel on two CPU devices.
-    let (code, _, err) = train_tiny_arc(&data, &run, &["--backend", "cpu,cpu"], &[]);
+    let (code, _, err) = train_tiny_arc(&data, &run, &["--backend", "cpu,cpu"], &[], &[]);
     assert_eq!(code, 0, "{err}");
     // The dataset's identifier count sized the puzzle table, and the run says so.
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
@@ -407,6 +410,45 @@ fn arc_data_train_eval_render() {
         }
     }
     assert!(err.contains("ARC/pass@2"), "{err}");
+    // The same run as two processes: the evaluation is sharded over the ranks and
+    // rank 0's voting evaluator gets every batch, so every logged number agrees.
+    let run2 = dir.join("run-2-processes");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, err) = train_tiny_arc(
+        &data,
+        &run2,
+        &[],
+        &[],
+        &[
+            "launch",
+            "--nproc",
+            "2",
+            "--coordinator",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "60",
+            "--",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let evals2: Vec<serde_json::Value> = std::fs::read_to_string(run2.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect();
+    assert_eq!(evals.len(), evals2.len());
+    for (a, b) in evals.iter().zip(&evals2) {
+        for (k, v) in a.as_object().unwrap() {
+            if k != "seconds" {
+                assert_eq!(v, &b[k], "{k}: in-process vs two processes");
+            }
+        }
+    }
     let (code, out, err) = recursa(&["eval", run.to_str().unwrap(), "--batch", "8"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ARC/pass@2"), "{out}");
@@ -486,7 +528,7 @@ fn arc_data_train_eval_render() {
         "target.name=\"dis-linear-path\"",
         "target.steps=2",
     ];
-    let (code, _, err) = train_tiny_arc(&data, &dis_run, &[], &dis);
+    let (code, _, err) = train_tiny_arc(&data, &dis_run, &[], &dis, &[]);
     assert_eq!(code, 0, "{err}");
     let dis_tuned = dir.join("dis-tuned");
     let (code, out, err) = recursa(&[

@@ -192,6 +192,11 @@ fn i32_bytes<const D: usize>(t: &Tensor<B, D, Int>) -> (Vec<usize>, Vec<u8>) {
 
 /// Writes the carry (exact values) to a safetensors file.
 pub fn save_carry(carry: &Carry, path: &Path) -> Result<()> {
+    write_atomic(path, &carry_bytes(carry)?)
+}
+
+/// The carry as the bytes of a safetensors file ([`save_carry`] writes them).
+pub fn carry_bytes(carry: &Carry) -> Result<Vec<u8>> {
     let mut items = vec![
         ("z_H", Dtype::F32, f32_bytes(&carry.latents.z_h)),
         ("z_L", Dtype::F32, f32_bytes(&carry.latents.z_l)),
@@ -230,8 +235,7 @@ pub fn save_carry(carry: &Carry, path: &Path) -> Result<()> {
             )
         })
         .collect();
-    let bytes = safetensors::serialize(views, &None).map_err(|e| Error::Other(e.to_string()))?;
-    write_atomic(path, &bytes)
+    safetensors::serialize(views, &None).map_err(|e| Error::Other(e.to_string()))
 }
 
 fn int<const D: usize>(

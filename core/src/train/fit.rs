@@ -36,7 +36,11 @@ pub fn fit(
         cfg.checkpoint_interval
     };
     let tokens_per_step = (cfg.global_batch_size * train.metadata().seq_len as usize) as f64;
-    let mut log = MetricsLog::open(run_dir)?;
+    // Ranks 1.. of a group of processes train and evaluate but write nothing.
+    let mut log = match trainer.is_leader() {
+        true => Some(MetricsLog::open(run_dir)?),
+        false => None,
+    };
     // The group sampler runs ahead on a background thread; each batch carries the
     // sampler state after it, which is what a checkpoint records.
     let sampler = GroupSampler::resume(train, cfg.global_batch_size, trainer.seed, trainer.sampler)
@@ -89,7 +93,9 @@ pub fn fit(
             "net_calls_total": calls_so_far * cfg.global_batch_size,
             "examples_per_s": rate * cfg.global_batch_size as f64, "tokens_per_s": rate * tokens_per_step,
         });
-        log.write(&line)?;
+        if let Some(log) = &mut log {
+            log.write(&line)?;
+        }
         observer.record(&line);
         if step.is_multiple_of(eval_every) || step == cfg.steps {
             let r = evaluate_observed(trainer, test, cfg.global_batch_size, observer)?;
@@ -99,7 +105,9 @@ pub fn fit(
             for (k, v) in observer.eval_metrics()? {
                 line[k] = serde_json::json!(v);
             }
-            log.write(&line)?;
+            if let Some(log) = &mut log {
+                log.write(&line)?;
+            }
             observer.record(&line);
             last_eval = Some(r);
         }
@@ -107,7 +115,9 @@ pub fn fit(
             let saved = trainer.save(&checkpoints, experiment_toml)?;
             observer.saved(&saved);
         }
-        log.flush()?;
+        if let Some(log) = &mut log {
+            log.flush()?;
+        }
     }
     if trainer.step < cfg.steps {
         return Ok(None);

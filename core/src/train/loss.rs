@@ -121,6 +121,39 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The number of fields, as [`Self::to_array`] lists them.
+    pub const FIELDS: usize = 8;
+
+    /// The fields in declaration order (sent between processes as they are).
+    pub fn to_array(&self) -> [f64; Self::FIELDS] {
+        [
+            self.count,
+            self.accuracy,
+            self.exact_accuracy,
+            self.q_halt_accuracy,
+            self.steps,
+            self.lm_loss,
+            self.q_halt_loss,
+            self.q_continue_loss,
+        ]
+    }
+
+    /// The inverse of [`Self::to_array`].
+    pub fn from_array(a: [f64; Self::FIELDS]) -> Metrics {
+        let [count, accuracy, exact_accuracy, q_halt_accuracy, steps, lm_loss, q_halt_loss, q_continue_loss] =
+            a;
+        Metrics {
+            count,
+            accuracy,
+            exact_accuracy,
+            q_halt_accuracy,
+            steps,
+            lm_loss,
+            q_halt_loss,
+            q_continue_loss,
+        }
+    }
+
     /// Adds another batch's sums (gradient accumulation, several devices).
     pub fn add(&mut self, o: &Metrics) {
         self.count += o.count;

@@ -7,7 +7,7 @@
 //! * [`config`]: `[train]` of an experiment file; [`optimizer`]: the dense optimizer.
 //! * [`trainer`]: one optimizer step (carry, step, loss, backward, updates), evaluation,
 //!   checkpoints and resume; [`fit`]: the loop around it; [`data_parallel`]: several
-//!   devices in one process.
+//!   devices in one process; [`process_group`]: several processes (and machines).
 //! * [`ema`], [`clip`]: weight averaging and gradient clipping.
 //! * [`trajectories`]: PTRM's noisy rollouts selected by the halting head, at evaluation.
 //! * [`observer`]: what the fit loop reports, and its logs ([`tensorboard`] events).
@@ -24,6 +24,7 @@ pub mod loss;
 pub mod lr;
 pub mod observer;
 pub mod optimizer;
+pub mod process_group;
 pub mod sign_sgd;
 pub mod tensorboard;
 pub mod trainer;

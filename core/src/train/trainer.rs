@@ -29,6 +29,7 @@ use crate::train::ema::ema_update;
 use crate::train::loss::{act_loss, Metrics};
 use crate::train::lr::LrSchedule;
 use crate::train::optimizer::Dense;
+use crate::train::process_group::{pack_dir, unpack_dir, Pack, ProcessGroup, Unpack};
 use crate::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
 use crate::train::trajectories::{repeat_rows, select_best, Trajectories};
 use crate::{Device, Error, Result, B};
@@ -65,6 +66,9 @@ pub struct Trainer {
     replicas: Vec<Replica>,
     /// This trainer's place in a data-parallel group; `None` on one device.
     pub(crate) peer: Option<Peer>,
+    /// This process's place in a group of processes (one device each); `None` in
+    /// one process.
+    group: Option<ProcessGroup>,
     /// Optimizer steps taken.
     pub step: usize,
     pub config: TrainConfig,
@@ -111,6 +115,7 @@ impl Trainer {
             sampler: SamplerState::default(),
             replicas: Vec::new(),
             peer: None,
+            group: None,
             step: 0,
             config,
             seed: experiment.seed,
@@ -160,9 +165,50 @@ impl Trainer {
         Ok(trainer)
     }
 
+    /// Makes this trainer rank `group.rank` of a run across processes: it trains on
+    /// its share of every global batch, and writes only as rank 0.
+    pub fn join_group(&mut self, group: ProcessGroup) -> Result<()> {
+        let (world, global) = (group.world, self.config.global_batch_size);
+        if !self.replicas.is_empty() {
+            return Err(Error::Usage(
+                "one device per process in a run across processes (a device list trains several devices in one process)".into(),
+            ));
+        }
+        if !global.is_multiple_of(world * self.config.micro_batches) {
+            let why = format!(
+                "{global} does not split evenly over {world} processes x {} micro-batches",
+                self.config.micro_batches
+            );
+            group.abort(&why);
+            return Err(Error::config("train.global_batch_size", why));
+        }
+        self.group = Some(group);
+        Ok(())
+    }
+
+    /// The group of processes this trainer is part of, if any.
+    pub fn group(&self) -> Option<&ProcessGroup> {
+        self.group.as_ref()
+    }
+
+    /// Whether this trainer writes the run (metrics, checkpoints): every trainer
+    /// but ranks 1.. of a group of processes.
+    pub fn is_leader(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.is_leader())
+    }
+
+    /// This trainer's rank and the number of ranks (devices or processes).
+    fn rank_world(&self) -> (usize, usize) {
+        match (&self.peer, &self.group) {
+            (Some(p), _) => (p.rank, p.world),
+            (None, Some(g)) => (g.rank, g.world),
+            (None, None) => (0, 1),
+        }
+    }
+
     /// Devices training this run (1 unless data-parallel).
     pub fn world(&self) -> usize {
-        self.peer.as_ref().map_or(1, |p| p.world)
+        self.rank_world().1
     }
 
     /// One optimizer step on `batch`, the next global batch (on rank 0 of a
@@ -171,7 +217,12 @@ impl Trainer {
     pub fn train_step(&mut self, batch: &HostBatch) -> Result<Metrics> {
         let mut batch = batch;
         let own;
-        if !self.replicas.is_empty() {
+        if let Some(g) = &self.group {
+            // Every process reads the same global batch and trains on its share.
+            let local = batch.rows / g.world;
+            own = slice_rows(batch, g.rank * local..(g.rank + 1) * local);
+            batch = &own;
+        } else if !self.replicas.is_empty() {
             // Rank 0 hands every other rank its slice, then trains on its own.
             let local = batch.rows / self.world();
             for (r, replica) in self.replicas.iter().enumerate() {
@@ -199,7 +250,7 @@ impl Trainer {
         let device = self.model.net.h_init.val().device();
         self.step += 1;
         let micro = batch.rows / self.carries.len();
-        let (rank, world) = self.peer.as_ref().map_or((0, 1), |p| (p.rank, p.world));
+        let (rank, world) = self.rank_world();
         let scale = 1.0 / self.config.global_batch_size as f64;
         let mut metrics = Metrics::default();
         let mut dense = GradientsAccumulator::<Net>::new();
@@ -235,11 +286,21 @@ impl Trainer {
             self.carries[m] = Some(carry);
         }
 
+        let mut puzzle = (!puzzle_grads.is_empty()).then(|| {
+            let (g, ids): (Vec<_>, Vec<_>) = puzzle_grads.into_iter().unzip();
+            (Tensor::cat(g, 0), Tensor::cat(ids, 0))
+        });
+        let mut grads = dense.grads();
+        if let Some(group) = &self.group {
+            // One exchange for the whole step: dense gradients and metrics summed,
+            // puzzle rows gathered in rank order.
+            let all = group.exchange_step(&mut self.model.net, &metrics, grads, puzzle)?;
+            (metrics, grads, puzzle) = (all.metrics, all.grads, all.puzzle);
+        }
+
         // Sparse SignSGD on the puzzle rows of the whole global batch (duplicates
         // summed), gathered from every device in rank order.
-        if let (false, Some(table)) = (puzzle_grads.is_empty(), &mut self.model.net.puzzle_emb) {
-            let (g, ids): (Vec<_>, Vec<_>) = puzzle_grads.into_iter().unzip();
-            let (mut g, mut ids) = (Tensor::cat(g, 0), Tensor::cat(ids, 0));
+        if let (Some((mut g, mut ids)), Some(table)) = (puzzle, &mut self.model.net.puzzle_emb) {
             if let Some(peer) = &self.peer {
                 g = peer.gather_rows(g)?;
                 ids = peer.gather_ids(ids)?;
@@ -252,7 +313,6 @@ impl Trainer {
         }
         recursa_data::fault::point("train-step", self.step);
         // The dense optimizer on the dense parameters (summed over devices).
-        let mut grads = dense.grads();
         if let Some(peer) = &self.peer {
             grads = peer.sum_grads(grads)?;
         }
@@ -294,58 +354,121 @@ impl Trainer {
                 rng: rand::SeedableRng::seed_from_u64(t.seed),
             });
         }
+        let max_steps = self.model.halting.max_steps();
+        // One batch rolled out: its metrics, argmax predictions and halting logits.
+        let mut rollout = |host: &HostBatch| -> Result<(Metrics, Vec<i32>, Vec<f32>)> {
+            let repeated;
+            let rows = if k > 1 {
+                repeated = repeat_rows(host, k);
+                &repeated
+            } else {
+                host
+            };
+            let batch = device_batch(rows, &device);
+            let mut carry = self.model.initial_carry_on(&batch, &device);
+            // In evaluation every policy runs its maximum (the `HaltingPolicy`
+            // contract), so the batch halts together after the last step: one check
+            // per batch instead of a host sync per step.
+            let mut last = None;
+            for _ in 0..max_steps {
+                let (next, out) = self.model.step_with(&net, carry, &batch, &mut ctx);
+                carry = next;
+                last = Some(out);
+            }
+            let Some(out) = last else {
+                return Err(Error::config(
+                    "halting",
+                    "0 supervision steps: nothing to evaluate",
+                ));
+            };
+            if carry.halted.clone().all().into_scalar() == 0 {
+                return Err(Error::Other(format!(
+                    "halting policy `{}`: rows still running after its {max_steps} steps in evaluation (it must halt every row at its maximum)",
+                    self.model.halting.name()
+                )));
+            }
+            let (out, carry) = select_best(out, carry, k);
+            let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
+            let preds: Vec<i32> = out
+                .logits
+                .argmax(2)
+                .into_data()
+                .convert::<i32>()
+                .to_vec()
+                .expect("converted to i32");
+            let q: Vec<f32> = out
+                .q_halt_logits
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .expect("converted to f32");
+            Ok((m.metrics, preds, q))
+        };
+        // Across processes, batch i is rolled out by rank i % world and every `world`
+        // batches are gathered on rank 0, which takes them in order: the same sums
+        // and the same voting as one process.
+        let (rank, world) = match &self.group {
+            Some(g) => (g.rank, g.world),
+            None => (0, 1),
+        };
+        let mut round: Vec<HostBatch> = Vec::new();
+        let mut mine = Vec::new();
+        let mut index = 0;
+        let total_batches: usize = test
+            .sets()
+            .iter()
+            .map(|set| test_batches(set, batch_size, 0, 1).map(|b| b.len()))
+            .sum::<std::result::Result<usize, _>>()
+            .map_err(data_error)?;
         for set in test.sets() {
             for host in test_batches(set, batch_size, 0, 1).map_err(data_error)? {
                 let host = host.map_err(data_error)?;
-                let repeated;
-                let rollout = if k > 1 {
-                    repeated = repeat_rows(&host, k);
-                    &repeated
-                } else {
-                    &host
-                };
-                let batch = device_batch(rollout, &device);
-                let mut carry = self.model.initial_carry_on(&batch, &device);
-                // In evaluation every policy runs its maximum (the `HaltingPolicy`
-                // contract), so the batch halts together after the last step: one check
-                // per batch instead of a host sync per step.
-                let max_steps = self.model.halting.max_steps();
-                let mut last = None;
-                for _ in 0..max_steps {
-                    let (next, out) = self.model.step_with(&net, carry, &batch, &mut ctx);
-                    carry = next;
-                    last = Some(out);
+                if index % world == rank {
+                    let (m, preds, q) = rollout(&host)?;
+                    let mut p = Pack::default();
+                    p.f64s(&m.to_array());
+                    p.i32s(&preds);
+                    p.f32s(&q);
+                    mine = p.0;
                 }
-                let Some(out) = last else {
-                    return Err(Error::config(
-                        "halting",
-                        "0 supervision steps: nothing to evaluate",
-                    ));
-                };
-                if carry.halted.clone().all().into_scalar() == 0 {
-                    return Err(Error::Other(format!(
-                        "halting policy `{}`: rows still running after its {max_steps} steps in evaluation (it must halt every row at its maximum)",
-                        self.model.halting.name()
-                    )));
+                index += 1;
+                round.push(host);
+                if round.len() < world && index < total_batches {
+                    continue;
                 }
-                let (out, carry) = select_best(out, carry, k);
-                let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
-                total.add(&m.metrics);
-                let preds: Vec<i32> = out
-                    .logits
-                    .argmax(2)
-                    .into_data()
-                    .convert::<i32>()
-                    .to_vec()
-                    .expect("converted to i32");
-                let q: Vec<f32> = out
-                    .q_halt_logits
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .expect("converted to f32");
-                on_batch(&host, &preds, &q)?;
+                let parts = match &self.group {
+                    None => vec![std::mem::take(&mut mine)],
+                    Some(g) => {
+                        let mut parts = Vec::new();
+                        g.exchange(std::mem::take(&mut mine), |p| {
+                            parts = p;
+                            Ok(Vec::new())
+                        })?;
+                        parts
+                    }
+                };
+                // Rank 0 has every part of the round; the other ranks none.
+                for (host, part) in round.drain(..).zip(parts) {
+                    let mut u = Unpack::new(&part, "an evaluation result");
+                    let m = u.f64s()?;
+                    let m = Metrics::from_array(m.try_into().map_err(|_| {
+                        Error::Other("an evaluation result with the wrong metrics".into())
+                    })?);
+                    total.add(&m);
+                    on_batch(&host, &u.i32s()?, &u.f32s()?)?;
+                }
             }
+        }
+        if let Some(g) = &self.group {
+            // Every rank returns rank 0's totals.
+            let mut p = Pack::default();
+            p.f64s(&total.to_array());
+            let sums = g.broadcast(p.0)?;
+            let sums = Unpack::new(&sums, "evaluation totals").f64s()?;
+            total = Metrics::from_array(
+                sums.try_into()
+                    .map_err(|_| Error::Other("evaluation totals of the wrong length".into()))?,
+            );
         }
         let n = total.count.max(1.0);
         Ok(EvalResult {
@@ -363,12 +486,34 @@ impl Trainer {
     /// Writes a checkpoint under `dir` (see [`checkpoint`]); in a data-parallel run
     /// every rank adds its own carries.
     pub fn save(&self, dir: &Path, experiment_toml: &str) -> Result<PathBuf> {
+        if let Some(g) = self.group.as_ref().filter(|g| !g.is_leader()) {
+            // Ranks 1.. of a group of processes send their carries to rank 0, which
+            // writes them into its checkpoint.
+            let mut files = Pack::default();
+            for (m, carry) in self.carries.iter().enumerate() {
+                if let Some(carry) = carry {
+                    let name = format!("carry-{}.safetensors", self.global_micro(m));
+                    files.bytes(name.as_bytes());
+                    files.bytes(&checkpoint::carry_bytes(carry)?);
+                }
+            }
+            g.exchange(files.0, |_| Ok(Vec::new()))?;
+            return Ok(dir.join(format!("step-{:06}", self.step)));
+        }
         checkpoint::save(dir, self.step, self.config.keep_checkpoints, |tmp| {
             crate::weights::save_net_file(&self.model.net, &tmp.join("model.safetensors"), None)?;
             if let Some(ema) = &self.ema {
                 crate::weights::save_net_file(ema, &tmp.join("ema.safetensors"), None)?;
             }
             self.save_carries(tmp)?;
+            if let Some(g) = &self.group {
+                g.exchange(Vec::new(), |parts| {
+                    for part in &parts[1..] {
+                        unpack_dir(part, tmp)?;
+                    }
+                    Ok(Vec::new())
+                })?;
+            }
             for replica in &self.replicas {
                 replica.save_carries(tmp.to_path_buf())?;
             }
@@ -389,7 +534,7 @@ impl Trainer {
 
     /// Index of this rank's micro-batch `m` in the global batch.
     fn global_micro(&self, m: usize) -> usize {
-        self.peer.as_ref().map_or(0, |p| p.rank) * self.carries.len() + m
+        self.rank_world().0 * self.carries.len() + m
     }
 
     /// Writes this rank's carries into the checkpoint directory `dir`.
@@ -404,11 +549,51 @@ impl Trainer {
     }
 
     /// Restores the latest checkpoint under `dir` into this (freshly built) trainer.
+    /// In a group of processes rank 0 reads it and sends it to the others (which
+    /// need no shared disk; their `dir` is not read).
     pub fn resume(&mut self, dir: &Path) -> Result<()> {
+        if let Some(g) = self.group.as_ref().filter(|g| !g.is_leader()) {
+            let files = g.broadcast(Vec::new())?;
+            let tmp = std::env::temp_dir().join(format!(
+                "recursa-resume-rank{}-{}",
+                g.rank,
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let restored = unpack_dir(&files, &tmp)
+                .and_then(|_| self.check_carries(&tmp))
+                .and_then(|_| self.resume_from(&tmp));
+            let _ = std::fs::remove_dir_all(&tmp);
+            return restored;
+        }
         let path = checkpoint::latest(dir)?;
+        self.check_carries(&path)?;
         self.resume_from(&path)?;
+        if let Some(g) = &self.group {
+            g.broadcast(pack_dir(&path)?)?;
+        }
         for replica in &self.replicas {
             replica.resume(path.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Carries are saved per micro-batch of the global batch: a run resumes them
+    /// when its ranks x micro-batches is the number saved (the same rows each).
+    fn check_carries(&self, path: &Path) -> Result<()> {
+        let saved = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("carry-"))
+            .count();
+        let (_, world) = self.rank_world();
+        let here = world * self.carries.len();
+        if saved > 0 && saved != here {
+            return Err(Error::Input(format!(
+                "{}: holds {saved} carries (ranks x train.micro_batches of the run that saved it); this run has {here} ({world} x {}): resume with ranks x train.micro_batches = {saved}",
+                path.display(),
+                self.carries.len()
+            )));
         }
         Ok(())
     }

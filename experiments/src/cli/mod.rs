@@ -7,6 +7,7 @@ pub mod eval;
 pub mod finetune;
 pub mod import_torch;
 pub mod inspect;
+pub mod launch;
 pub mod listing;
 pub mod plot;
 pub mod render;
@@ -43,6 +44,15 @@ pub enum Command {
         after_help = "Examples:\n  recursa train --config experiments/configs/quick-flip.toml\n  recursa train --config experiments/configs/quick-flip.toml --set train.steps=50 --out runs/short\n  recursa train --config experiments/configs/quick-flip.toml --out runs/short --resume"
     )]
     Train(train::TrainArgs),
+    /// Start the ranks of a run across processes on this machine and watch them (torchrun).
+    ///
+    /// Each rank is `recursa COMMAND --world W --rank R --local-rank I --coordinator
+    /// HOST:PORT`, one device each; gradients are summed over every rank, and rank 0
+    /// writes the run. When a rank fails, the others stop and launch names it.
+    #[command(
+        after_help = "Examples:\n  recursa launch --nproc 2 -- train --config experiments/configs/quick-flip.toml\n  recursa launch --nproc 4 -- train --config experiments/configs/trm-arc1.toml --backend cuda\n  recursa launch --nproc 8 --nnodes 2 --node-rank 0 --coordinator 10.0.0.1:29500 -- train --config experiments/configs/trm-arc1.toml --backend cuda\n\nMore: docs/distributed.md."
+    )]
+    Launch(launch::LaunchArgs),
     /// Draw the training curves of one or more runs into one PNG, and their numbers into a CSV.
     ///
     /// Panels: training loss (log scale), training exact accuracy, evaluation exact
@@ -104,6 +114,7 @@ pub fn run(command: Command) -> Result<bool> {
     match command {
         Command::VerifyReference(a) => verify_reference::run(a),
         Command::Train(a) => train::run(a),
+        Command::Launch(a) => launch::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Finetune(a) => finetune::run(a),
