@@ -216,6 +216,48 @@ fn a_killed_rank_stops_the_others_and_the_checkpoint_stays() {
     let (code, _, err) = launch2(&run, &["--resume"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(train_numbers(&run).len(), 6);
+
+    // Rank 0 dies while it writes the checkpoint of step 4 (written, not yet
+    // published): rank 1 stops naming it, and step 2's checkpoint is the latest.
+    let run = dir.join("run-b");
+    let rank = |r: &str, fault: Option<&str>| {
+        let mut args = train_args(
+            run.to_str().unwrap(),
+            &["--set", "train.checkpoint_interval=2"],
+        );
+        args.extend([
+            "--world",
+            "2",
+            "--rank",
+            r,
+            "--coordinator",
+            &at,
+            "--timeout",
+            "60",
+        ]);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_recursa"));
+        c.args(&args)
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(f) = fault {
+            c.env("RECURSA_FAULT", f);
+        }
+        c.spawn().unwrap()
+    };
+    let zero = rank("0", Some("checkpoint:4"));
+    let one = rank("1", None);
+    let one = one.wait_with_output().unwrap();
+    let zero = zero.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&one.stderr);
+    assert_eq!(one.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("rank 0 (the coordinator") && err.contains("stopped"),
+        "{err}"
+    );
+    assert_eq!(zero.status.code(), None, "rank 0 was killed");
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-000002");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -267,6 +309,17 @@ fn faults_at_start_are_clear_errors() {
     assert_ne!(code, 0);
     assert!(err.contains("stepz"), "{err}");
     assert!(!run.exists(), "nothing written");
+
+    // One rank is a plain run.
+    let solo = dir.join("solo");
+    let mut args = vec!["launch", "--nproc", "1", "--coordinator", &at, "--"];
+    args.extend(train_args(
+        solo.to_str().unwrap(),
+        &["--set", "train.steps=1"],
+    ));
+    let (code, _, err) = recursa(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(train_numbers(&solo).len(), 1);
 
     // Arguments that launch sets itself, and commands it does not run.
     let (code, _, err) = recursa(&["launch", "--nproc", "2", "--", "train", "--world", "2"]);

@@ -61,7 +61,9 @@ pub struct GroupArgs {
 
 /// Trains (or, with `--check`, only prepares) the run; prints the final evaluation.
 pub fn run(args: TrainArgs) -> Result<bool> {
-    if let (Some(world), Some(rank)) = (args.group.world, args.group.rank) {
+    // A world of one is a plain run (`recursa launch --nproc 1`).
+    let alone = args.group.world == Some(1) && args.group.rank == Some(0);
+    if let (Some(world), Some(rank), false) = (args.group.world, args.group.rank, alone) {
         if args.check {
             return Err(Error::Usage(
                 "--check runs alone: drop --world/--rank to check a run".into(),
