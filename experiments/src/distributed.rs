@@ -18,20 +18,11 @@ use recursa_core::train::observer::Silent;
 use recursa_core::train::process_group::{GroupConfig, ProcessGroup};
 use recursa_core::train::trainer::{EvalResult, Trainer};
 use recursa_core::{Error, Result};
-use serde::{Deserialize, Serialize};
+
+use crate::train::GroupStart;
 
 /// What every rank's hello names: ranks of another version are refused.
 const VERSION: &str = concat!("recursa ", env!("CARGO_PKG_VERSION"));
-
-/// What rank 0 sends the other ranks once it has resolved the run.
-#[derive(Serialize, Deserialize)]
-struct Start {
-    /// The resolved experiment (the run's config.toml).
-    text: String,
-    source: String,
-    run_dir: PathBuf,
-    resume: bool,
-}
 
 /// The device a rank trains on: `backend`, or for an accelerator given without an
 /// index (`cuda`, `wgpu`), the one numbered `local_rank` (one process per GPU).
@@ -102,25 +93,9 @@ fn lead(
     crate::train::run(p, until)
 }
 
-/// The start message rank 0 sends (inside [`crate::train::prepare_in_group`]).
-pub(crate) fn start_message(
-    text: &str,
-    source: &str,
-    run_dir: &std::path::Path,
-    resume: bool,
-) -> Vec<u8> {
-    serde_json::to_vec(&Start {
-        text: text.to_string(),
-        source: source.to_string(),
-        run_dir: run_dir.to_path_buf(),
-        resume,
-    })
-    .expect("plain data")
-}
-
 /// Ranks 1..: build the run rank 0 describes, restore its checkpoint, and train.
 fn follow(group: ProcessGroup, device: &str) -> Result<()> {
-    let start: Start = serde_json::from_slice(&group.broadcast(Vec::new())?)
+    let start: GroupStart = serde_json::from_slice(&group.broadcast(Vec::new())?)
         .map_err(|e| Error::Other(format!("rank {}: the start message: {e}", group.rank)))?;
     let origin = Origin {
         text: &start.text,

@@ -190,6 +190,17 @@ pub fn truncate_metrics(path: &Path, step: usize) -> Result<usize> {
     Ok(dropped)
 }
 
+/// What rank 0 of a group of processes sends the other ranks once it has resolved
+/// the run (`crate::distributed` follows it).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct GroupStart {
+    /// The resolved experiment (the run's config.toml).
+    pub(crate) text: String,
+    pub(crate) source: String,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) resume: bool,
+}
+
 /// A run made ready by [`prepare`]: everything checked, nothing written yet.
 pub struct Prepared {
     pub trainer: Trainer,
@@ -406,9 +417,13 @@ pub fn prepare_table(
             other => other,
         })?;
     if let Some(group) = group {
-        group.broadcast(crate::distributed::start_message(
-            &text, &source, &run_dir, resume,
-        ))?;
+        let start = GroupStart {
+            text: text.clone(),
+            source: source.clone(),
+            run_dir: run_dir.clone(),
+            resume,
+        };
+        group.broadcast(serde_json::to_vec(&start).expect("plain data"))?;
         trainer.join_group(group)?;
     }
     if resume {
