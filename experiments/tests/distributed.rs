@@ -46,17 +46,13 @@ fn train_args<'a>(out: &'a str, more: &[&'a str]) -> Vec<&'a str> {
 
 /// `recursa launch --nproc 2` of [`train_args`].
 fn launch2(out: &Path, more: &[&str]) -> (i32, String, String) {
-    let at = free_address();
-    let mut args = vec![
-        "launch",
-        "--nproc",
-        "2",
-        "--coordinator",
-        &at,
-        "--timeout",
-        "60",
-        "--",
-    ];
+    launch2_at(&free_address(), "60", out, more)
+}
+
+/// [`launch2`] with the coordinator at `at` and a timeout of `timeout` seconds.
+fn launch2_at(at: &str, timeout: &str, out: &Path, more: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["launch", "--nproc", "2", "--coordinator", at];
+    args.extend(["--timeout", timeout, "--"]);
     args.extend(train_args(out.to_str().unwrap(), more));
     recursa(&args)
 }
@@ -167,33 +163,34 @@ fn two_processes_train_like_one_and_resume_exactly() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Starts rank `rank` of 2 of [`train_args`] by hand, with `RECURSA_FAULT=fault`.
+fn spawn_rank(
+    run: &Path,
+    at: &str,
+    rank: &str,
+    fault: Option<&str>,
+    more: &[&str],
+) -> std::process::Child {
+    let mut args = train_args(run.to_str().unwrap(), more);
+    args.extend(["--world", "2", "--rank", rank, "--coordinator", at]);
+    args.extend(["--timeout", "60"]);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_recursa"));
+    c.args(&args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(f) = fault {
+        c.env("RECURSA_FAULT", f);
+    }
+    c.spawn().unwrap()
+}
+
 #[test]
 fn a_killed_rank_stops_the_others_and_the_checkpoint_stays() {
     let dir = temp("dist-kill");
     let run = dir.join("run");
     let at = free_address();
-    let rank = |r: &str, fault: Option<&str>| {
-        let mut args = train_args(run.to_str().unwrap(), &[]);
-        args.extend([
-            "--world",
-            "2",
-            "--rank",
-            r,
-            "--coordinator",
-            &at,
-            "--timeout",
-            "60",
-        ]);
-        let mut c = Command::new(env!("CARGO_BIN_EXE_recursa"));
-        c.args(&args)
-            .current_dir(root())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(f) = fault {
-            c.env("RECURSA_FAULT", f);
-        }
-        c.spawn().unwrap()
-    };
+    let rank = |r: &str, fault: Option<&str>| spawn_rank(&run, &at, r, fault, &[]);
     let start = Instant::now();
     let zero = rank("0", None);
     // Rank 1 dies (SIGKILL) in step 4, after the checkpoint of step 3.
@@ -221,29 +218,13 @@ fn a_killed_rank_stops_the_others_and_the_checkpoint_stays() {
     // published): rank 1 stops naming it, and step 2's checkpoint is the latest.
     let run = dir.join("run-b");
     let rank = |r: &str, fault: Option<&str>| {
-        let mut args = train_args(
-            run.to_str().unwrap(),
-            &["--set", "train.checkpoint_interval=2"],
-        );
-        args.extend([
-            "--world",
-            "2",
-            "--rank",
-            r,
-            "--coordinator",
+        spawn_rank(
+            &run,
             &at,
-            "--timeout",
-            "60",
-        ]);
-        let mut c = Command::new(env!("CARGO_BIN_EXE_recursa"));
-        c.args(&args)
-            .current_dir(root())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(f) = fault {
-            c.env("RECURSA_FAULT", f);
-        }
-        c.spawn().unwrap()
+            r,
+            fault,
+            &["--set", "train.checkpoint_interval=2"],
+        )
     };
     let zero = rank("0", Some("checkpoint:4"));
     let one = rank("1", None);
@@ -270,18 +251,7 @@ fn faults_at_start_are_clear_errors() {
     // The coordinator's port is taken: rank 0 says so, and launch names rank 0.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let at = format!("127.0.0.1:{}", taken.local_addr().unwrap().port());
-    let mut args = vec![
-        "launch",
-        "--nproc",
-        "2",
-        "--coordinator",
-        &at,
-        "--timeout",
-        "5",
-        "--",
-    ];
-    args.extend(train_args(out, &[]));
-    let (code, _, err) = recursa(&args);
+    let (code, _, err) = launch2_at(&at, "5", &run, &[]);
     assert_ne!(code, 0);
     assert!(err.contains("port is taken") && err.contains(&at), "{err}");
     assert!(err.contains("recursa launch: rank"), "{err}");
