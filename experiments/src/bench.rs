@@ -107,13 +107,21 @@ pub fn bench(
             .collect(),
         effective: batch,
     };
-    let device = recursa_backends::device(backend)?;
-    recursa_backends::set_float_dtype(&device, dtype)?;
+    // One device, or several of one backend (data-parallel, `cpu,cpu`).
+    let devices = backend
+        .split(',')
+        .map(recursa_backends::device)
+        .collect::<Result<Vec<_>>>()?;
+    for device in &devices {
+        recursa_backends::set_float_dtype(device, dtype)?;
+    }
+    let device = devices[0].clone();
     let exp = ExperimentConfig {
         train: Some(experiment_train),
         ..clone_experiment(experiment)?
     };
-    let mut trainer = Trainer::new(&exp, &device)?;
+    let text = toml::to_string(&exp).map_err(|err| Error::Other(err.to_string()))?;
+    let mut trainer = Trainer::new_data_parallel(&text, "bench", &devices)?;
     for _ in 0..2 {
         trainer.train_step(&host)?;
     }

@@ -131,3 +131,40 @@ fn a_data_parallel_run_resumes_exactly() {
 
 /// Tests that build a data-parallel group take this first.
 static GROUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn two_cpu_devices_evaluate_like_one_device() {
+    let text = quick(1);
+    let e = recursa_core::experiment::ExperimentConfig::from_toml(&text, "q.toml").unwrap();
+    let (train, test) = recursa::tasks::generate(e.data.as_ref().unwrap(), e.seed).unwrap();
+    let eval = |devices: &[&str]| {
+        let devices: Vec<_> = devices
+            .iter()
+            .map(|d| recursa_backends::device(d).unwrap())
+            .collect();
+        let mut t = Trainer::new_data_parallel(&text, "q.toml", &devices).unwrap();
+        // A trained model (two steps), so that predictions are not all alike.
+        for b in sampled_batches(&train, 32, e.seed).unwrap().take(2) {
+            t.train_step(&b.unwrap()).unwrap();
+        }
+        let mut preds = Vec::new();
+        let r = t
+            .evaluate_with(&test, 24, |host, p, q| {
+                assert_eq!(p.len(), host.rows * host.seq_len);
+                assert_eq!(q.len(), host.rows);
+                preds.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap();
+        (r, preds)
+    };
+    let _one_group = GROUP.lock().unwrap();
+    let (one, one_preds) = eval(&["cpu"]);
+    let (two, two_preds) = eval(&["cpu", "cpu"]);
+    // Each batch's rows are cut over the two devices: the predictions and counts are
+    // the same, the token accuracy (a float32 sum in another order) to rounding.
+    assert_eq!(one_preds, two_preds);
+    assert_eq!(one.examples, two.examples);
+    assert_eq!(one.exact_accuracy, two.exact_accuracy);
+    assert!((one.accuracy - two.accuracy).abs() <= 1e-6 * one.accuracy.abs());
+}

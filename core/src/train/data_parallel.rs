@@ -98,6 +98,29 @@ enum Job {
     SaveCarries(PathBuf),
     /// Restore the checkpoint at this path (weights, optimizer, own carries).
     Resume(PathBuf),
+    /// Roll these test rows out (evaluation).
+    Eval(HostBatch),
+}
+
+/// What a replica answers: a step's metrics, or a rollout's (empty for the rest).
+type Done = Result<Rollout>;
+
+/// One test batch's rollout: metric sums, argmax predictions (`[rows * seq_len]`)
+/// and halting logits (`[rows]`).
+#[derive(Debug, Default)]
+pub struct Rollout {
+    pub metrics: Metrics,
+    pub preds: Vec<i32>,
+    pub q_halt: Vec<f32>,
+}
+
+impl From<Metrics> for Rollout {
+    fn from(metrics: Metrics) -> Self {
+        Rollout {
+            metrics,
+            ..Rollout::default()
+        }
+    }
 }
 
 /// What a rank >= 1 runs in its thread: a replica trainer.
@@ -110,13 +133,15 @@ pub trait Worker {
     fn save_carries(&mut self, dir: &Path) -> Result<()>;
     /// Restores the checkpoint at `dir` (weights, optimizer, own carries).
     fn resume_from(&mut self, dir: &Path) -> Result<()>;
+    /// Rolls test rows out with this replica's evaluation weights.
+    fn rollout_rows(&mut self, rows: &HostBatch) -> Result<Rollout>;
 }
 
 /// A rank >= 1: a thread owning a replica trainer.
 pub struct Replica {
     rank: usize,
     jobs: Sender<Job>,
-    done: Receiver<Result<Metrics>>,
+    done: Receiver<Done>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -130,13 +155,13 @@ impl Replica {
         build: impl FnOnce(&Device) -> Result<W> + Send + 'static,
     ) -> Result<Replica> {
         let (jobs, job_rx) = channel::<Job>();
-        let (done_tx, done) = channel::<Result<Metrics>>();
+        let (done_tx, done) = channel::<Done>();
         let thread = std::thread::Builder::new()
             .name(format!("recursa-rank-{rank}"))
             .spawn(move || {
                 let mut worker = match build(&device) {
                     Ok(t) => {
-                        let _ = done_tx.send(Ok(Metrics::default()));
+                        let _ = done_tx.send(Ok(Rollout::default()));
                         t
                     }
                     Err(e) => {
@@ -153,11 +178,12 @@ impl Replica {
                 }
                 for job in job_rx {
                     let reply = match job {
-                        Job::Step(batch) => worker.local_step(&batch),
+                        Job::Step(batch) => worker.local_step(&batch).map(Rollout::from),
                         Job::SaveCarries(dir) => {
-                            worker.save_carries(&dir).map(|_| Metrics::default())
+                            worker.save_carries(&dir).map(|_| Rollout::default())
                         }
-                        Job::Resume(dir) => worker.resume_from(&dir).map(|_| Metrics::default()),
+                        Job::Resume(dir) => worker.resume_from(&dir).map(|_| Rollout::default()),
+                        Job::Eval(rows) => worker.rollout_rows(&rows),
                     };
                     if done_tx.send(reply).is_err() {
                         break;
@@ -188,6 +214,16 @@ impl Replica {
 
     /// The metrics of the step (or the result of the job) started last.
     pub fn finish(&self) -> Result<Metrics> {
+        self.finish_eval().map(|r| r.metrics)
+    }
+
+    /// Starts rolling `rows` out; collect it with [`Self::finish_eval`].
+    pub fn start_eval(&self, rows: HostBatch) -> Result<()> {
+        self.send(Job::Eval(rows))
+    }
+
+    /// The rollout (or the result of the job) started last.
+    pub fn finish_eval(&self) -> Result<Rollout> {
         self.done
             .recv()
             .map_err(|_| Error::Other(format!("data-parallel rank {} stopped", self.rank)))?

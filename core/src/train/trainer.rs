@@ -24,7 +24,7 @@ use crate::train::config::TrainConfig;
 use crate::train::data::{
     data_error, device_batch, slice_rows, test_batches, HostBatch, PuzzleSplit, SamplerState,
 };
-use crate::train::data_parallel::{Peer, Replica, Worker};
+use crate::train::data_parallel::{Peer, Replica, Rollout, Worker};
 use crate::train::ema::ema_update;
 use crate::train::loss::{act_loss, Metrics};
 use crate::train::lr::LrSchedule;
@@ -343,7 +343,6 @@ impl Trainer {
     ) -> Result<EvalResult> {
         let start = Instant::now();
         let net = self.ema.clone().unwrap_or_else(|| self.model.net.valid());
-        let device = net.h_init.val().device();
         let mut total = Metrics::default();
         let mut ctx = StepContext::eval();
         let k = self.eval_trajectories.map_or(1, |t| t.count);
@@ -354,55 +353,27 @@ impl Trainer {
                 rng: rand::SeedableRng::seed_from_u64(t.seed),
             });
         }
-        let max_steps = self.model.halting.max_steps();
-        // One batch rolled out: its metrics, argmax predictions and halting logits.
-        let mut rollout = |host: &HostBatch| -> Result<(Metrics, Vec<i32>, Vec<f32>)> {
-            let repeated;
-            let rows = if k > 1 {
-                repeated = repeat_rows(host, k);
-                &repeated
-            } else {
-                host
-            };
-            let batch = device_batch(rows, &device);
-            let mut carry = self.model.initial_carry_on(&batch, &device);
-            // In evaluation every policy runs its maximum (the `HaltingPolicy`
-            // contract), so the batch halts together after the last step: one check
-            // per batch instead of a host sync per step.
-            let mut last = None;
-            for _ in 0..max_steps {
-                let (next, out) = self.model.step_with(&net, carry, &batch, &mut ctx);
-                carry = next;
-                last = Some(out);
+        // Several devices in this process: each batch's rows are cut over them and
+        // rolled out at once (not with noisy trajectories, whose noise is one stream).
+        let split = !self.replicas.is_empty() && ctx.latent_noise.is_none();
+        let mut rollout = |host: &HostBatch| -> Result<Rollout> {
+            let world = self.world();
+            if !split || host.rows < world {
+                return self.rollout(&net, host, &mut ctx, k);
             }
-            let Some(out) = last else {
-                return Err(Error::config(
-                    "halting",
-                    "0 supervision steps: nothing to evaluate",
-                ));
-            };
-            if carry.halted.clone().all().into_scalar() == 0 {
-                return Err(Error::Other(format!(
-                    "halting policy `{}`: rows still running after its {max_steps} steps in evaluation (it must halt every row at its maximum)",
-                    self.model.halting.name()
-                )));
+            let slice =
+                |r: usize| slice_rows(host, r * host.rows / world..(r + 1) * host.rows / world);
+            for (r, replica) in self.replicas.iter().enumerate() {
+                replica.start_eval(slice(r + 1))?;
             }
-            let (out, carry) = select_best(out, carry, k);
-            let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
-            let preds: Vec<i32> = out
-                .logits
-                .argmax(2)
-                .into_data()
-                .convert::<i32>()
-                .to_vec()
-                .expect("converted to i32");
-            let q: Vec<f32> = out
-                .q_halt_logits
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .expect("converted to f32");
-            Ok((m.metrics, preds, q))
+            let mut all = self.rollout(&net, &slice(0), &mut ctx, k)?;
+            for replica in &self.replicas {
+                let part = replica.finish_eval()?;
+                all.metrics.add(&part.metrics);
+                all.preds.extend(part.preds);
+                all.q_halt.extend(part.q_halt);
+            }
+            Ok(all)
         };
         // Across processes, batch i is rolled out by rank i % world and every `world`
         // batches are gathered on rank 0, which takes them in order: the same sums
@@ -424,11 +395,11 @@ impl Trainer {
             for host in test_batches(set, batch_size, 0, 1).map_err(data_error)? {
                 let host = host.map_err(data_error)?;
                 if index % world == rank {
-                    let (m, preds, q) = rollout(&host)?;
+                    let r = rollout(&host)?;
                     let mut p = Pack::default();
-                    p.f64s(&m.to_array());
-                    p.i32s(&preds);
-                    p.f32s(&q);
+                    p.f64s(&r.metrics.to_array());
+                    p.i32s(&r.preds);
+                    p.f32s(&r.q_halt);
                     mine = p.0;
                 }
                 index += 1;
@@ -480,6 +451,69 @@ impl Trainer {
             exact_accuracy: total.exact_accuracy / n,
             accuracy: total.accuracy / n,
             seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// One test batch rolled out for the policy's maximum steps with `net` (K
+    /// trajectories per row when `k > 1`, the best kept).
+    fn rollout(
+        &self,
+        net: &Net,
+        host: &HostBatch,
+        ctx: &mut StepContext,
+        k: usize,
+    ) -> Result<Rollout> {
+        let device = net.h_init.val().device();
+        let max_steps = self.model.halting.max_steps();
+        let repeated;
+        let rows = if k > 1 {
+            repeated = repeat_rows(host, k);
+            &repeated
+        } else {
+            host
+        };
+        let batch = device_batch(rows, &device);
+        let mut carry = self.model.initial_carry_on(&batch, &device);
+        // In evaluation every policy runs its maximum (the `HaltingPolicy`
+        // contract), so the batch halts together after the last step: one check
+        // per batch instead of a host sync per step.
+        let mut last = None;
+        for _ in 0..max_steps {
+            let (next, out) = self.model.step_with(net, carry, &batch, ctx);
+            carry = next;
+            last = Some(out);
+        }
+        let Some(out) = last else {
+            return Err(Error::config(
+                "halting",
+                "0 supervision steps: nothing to evaluate",
+            ));
+        };
+        if carry.halted.clone().all().into_scalar() == 0 {
+            return Err(Error::Other(format!(
+                "halting policy `{}`: rows still running after its {max_steps} steps in evaluation (it must halt every row at its maximum)",
+                self.model.halting.name()
+            )));
+        }
+        let (out, carry) = select_best(out, carry, k);
+        let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
+        let preds: Vec<i32> = out
+            .logits
+            .argmax(2)
+            .into_data()
+            .convert::<i32>()
+            .to_vec()
+            .expect("converted to i32");
+        let q_halt: Vec<f32> = out
+            .q_halt_logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("converted to f32");
+        Ok(Rollout {
+            metrics: m.metrics,
+            preds,
+            q_halt,
         })
     }
 
@@ -638,5 +672,11 @@ impl Worker for Trainer {
 
     fn resume_from(&mut self, dir: &Path) -> Result<()> {
         Trainer::resume_from(self, dir)
+    }
+
+    fn rollout_rows(&mut self, rows: &HostBatch) -> Result<Rollout> {
+        let net = self.ema.clone().unwrap_or_else(|| self.model.net.valid());
+        let k = self.eval_trajectories.map_or(1, |t| t.count);
+        self.rollout(&net, rows, &mut StepContext::eval(), k)
     }
 }

@@ -10,7 +10,8 @@ pub struct BenchArgs {
     /// Experiment file (TOML); its [train] section gives the batch size.
     #[arg(long)]
     pub config: PathBuf,
-    /// Device: cpu, ndarray, cuda, cuda:N, wgpu, tch.
+    /// Device: cpu, ndarray, cuda, cuda:N, wgpu, tch; several devices of one backend,
+    /// comma-separated (cpu,cpu: one replica per core, batch rows cut between them).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     /// Timed training steps (after 2 warm-up steps).
