@@ -335,6 +335,7 @@ impl ProcessGroup {
             ),
             None => (Vec::new(), Vec::new(), 0, None),
         };
+        let own_len = dense.values.len();
         let mine = StepPart {
             metrics: metrics.to_array(),
             dense: dense.values,
@@ -375,6 +376,14 @@ impl ProcessGroup {
             Ok(sum.to_bytes())
         })?;
         let sum = StepPart::from_bytes(&reply)?;
+        if sum.dense.len() != own_len {
+            return Err(Error::Other(format!(
+                "rank {}: the summed gradients have {} values, this rank's {own_len}",
+                self.rank,
+                sum.dense.len()
+            )));
+        }
+        // Unflatten reads exactly `own_len` values, in the order Flatten wrote them.
         let mut restore = Unflatten {
             grads: dense.grads,
             values: &sum.dense,
