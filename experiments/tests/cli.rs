@@ -503,17 +503,20 @@ fn arc_data_train_eval_render() {
 
     // Test-time fine-tuning on one evaluation task's demonstrations.
     let task = tasks.keys().next().unwrap().clone();
+    let finetune = |run: &std::path::Path, steps: &str, out: &std::path::Path| {
+        recursa(&[
+            "finetune",
+            run.to_str().unwrap(),
+            "--tasks",
+            &task,
+            "--steps",
+            steps,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
     let tuned = dir.join("tuned");
-    let (code, out, err) = recursa(&[
-        "finetune",
-        run.to_str().unwrap(),
-        "--tasks",
-        &task,
-        "--steps",
-        "2",
-        "--out",
-        tuned.to_str().unwrap(),
-    ]);
+    let (code, out, err) = finetune(&run, "2", &tuned);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("before:") && out.contains("after:"), "{out}");
     let report: serde_json::Value =
@@ -539,16 +542,7 @@ fn arc_data_train_eval_render() {
     let (code, _, err) = train_tiny_arc(&data, &dis_run, &[], &dis, &[]);
     assert_eq!(code, 0, "{err}");
     let dis_tuned = dir.join("dis-tuned");
-    let (code, out, err) = recursa(&[
-        "finetune",
-        dis_run.to_str().unwrap(),
-        "--tasks",
-        &task,
-        "--steps",
-        "1",
-        "--out",
-        dis_tuned.to_str().unwrap(),
-    ]);
+    let (code, out, err) = finetune(&dis_run, "1", &dis_tuned);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("after:"), "{out}");
     assert!(dis_tuned.join("finetune.json").exists());

@@ -335,6 +335,10 @@ impl Trainer {
     /// [`Self::evaluate`], handing every batch with its final predictions (argmax
     /// tokens, `[rows * seq_len]`) and halting logits (`[rows]`) to `on_batch`, e.g.
     /// for the ARC voting evaluator. Padding rows have puzzle id `blank_identifier_id`.
+    /// With several devices in this process each batch's rows are cut over them; in
+    /// a group of processes every rank must call this, the batches are shared out,
+    /// `on_batch` runs on rank 0 only (for every batch, in order), and every rank
+    /// returns the whole evaluation.
     pub fn evaluate_with(
         &self,
         test: &PuzzleSplit,
@@ -383,24 +387,22 @@ impl Trainer {
             None => (0, 1),
         };
         let mut round: Vec<HostBatch> = Vec::new();
-        let mut mine = Vec::new();
+        let mut mine = Rollout::default();
         let mut index = 0;
-        let total_batches: usize = test
-            .sets()
-            .iter()
-            .map(|set| test_batches(set, batch_size, 0, 1).map(|b| b.len()))
-            .sum::<std::result::Result<usize, _>>()
-            .map_err(data_error)?;
+        let total_batches: usize = match world {
+            1 => 0,
+            _ => test
+                .sets()
+                .iter()
+                .map(|set| test_batches(set, batch_size, 0, 1).map(|b| b.len()))
+                .sum::<std::result::Result<usize, _>>()
+                .map_err(data_error)?,
+        };
         for set in test.sets() {
             for host in test_batches(set, batch_size, 0, 1).map_err(data_error)? {
                 let host = host.map_err(data_error)?;
                 if index % world == rank {
-                    let r = rollout(&host)?;
-                    let mut p = Pack::default();
-                    p.f64s(&r.metrics.to_array());
-                    p.i32s(&r.preds);
-                    p.f32s(&r.q_halt);
-                    mine = p.0;
+                    mine = rollout(&host)?;
                 }
                 index += 1;
                 round.push(host);
@@ -409,24 +411,12 @@ impl Trainer {
                 }
                 let parts = match &self.group {
                     None => vec![std::mem::take(&mut mine)],
-                    Some(g) => {
-                        let mut parts = Vec::new();
-                        g.exchange(std::mem::take(&mut mine), |p| {
-                            parts = p;
-                            Ok(Vec::new())
-                        })?;
-                        parts
-                    }
+                    Some(g) => gather_rollouts(g, std::mem::take(&mut mine))?,
                 };
                 // Rank 0 has every part of the round; the other ranks none.
                 for (host, part) in round.drain(..).zip(parts) {
-                    let mut u = Unpack::new(&part, "an evaluation result");
-                    let m = u.f64s()?;
-                    let m = Metrics::from_array(m.try_into().map_err(|_| {
-                        Error::Other("an evaluation result with the wrong metrics".into())
-                    })?);
-                    total.add(&m);
-                    on_batch(&host, &u.i32s()?, &u.f32s()?)?;
+                    total.add(&part.metrics);
+                    on_batch(&host, &part.preds, &part.q_halt)?;
                 }
             }
         }
@@ -435,11 +425,7 @@ impl Trainer {
             let mut p = Pack::default();
             p.f64s(&total.to_array());
             let sums = g.broadcast(p.0)?;
-            let sums = Unpack::new(&sums, "evaluation totals").f64s()?;
-            total = Metrics::from_array(
-                sums.try_into()
-                    .map_err(|_| Error::Other("evaluation totals of the wrong length".into()))?,
-            );
+            total = metrics_from(Unpack::new(&sums, "evaluation totals").f64s()?)?;
         }
         let n = total.count.max(1.0);
         Ok(EvalResult {
@@ -524,12 +510,9 @@ impl Trainer {
             // Ranks 1.. of a group of processes send their carries to rank 0, which
             // writes them into its checkpoint.
             let mut files = Pack::default();
-            for (m, carry) in self.carries.iter().enumerate() {
-                if let Some(carry) = carry {
-                    let name = format!("carry-{}.safetensors", self.global_micro(m));
-                    files.bytes(name.as_bytes());
-                    files.bytes(&checkpoint::carry_bytes(carry)?);
-                }
+            for (name, bytes) in self.carry_files()? {
+                files.bytes(name.as_bytes());
+                files.bytes(&bytes);
             }
             g.exchange(files.0, |_| Ok(Vec::new()))?;
             return Ok(dir.join(format!("step-{:06}", self.step)));
@@ -571,13 +554,23 @@ impl Trainer {
         self.rank_world().0 * self.carries.len() + m
     }
 
-    /// Writes this rank's carries into the checkpoint directory `dir`.
-    pub(crate) fn save_carries(&self, dir: &Path) -> Result<()> {
+    /// This rank's carries as checkpoint files: `carry-M.safetensors` (M its
+    /// micro-batch's index in the global batch) and their bytes.
+    fn carry_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut files = Vec::new();
         for (m, carry) in self.carries.iter().enumerate() {
             if let Some(carry) = carry {
                 let name = format!("carry-{}.safetensors", self.global_micro(m));
-                checkpoint::save_carry(carry, &dir.join(name))?;
+                files.push((name, checkpoint::carry_bytes(carry)?));
             }
+        }
+        Ok(files)
+    }
+
+    /// Writes this rank's carries into the checkpoint directory `dir`.
+    pub(crate) fn save_carries(&self, dir: &Path) -> Result<()> {
+        for (name, bytes) in self.carry_files()? {
+            crate::weights::write_atomic(&dir.join(name), &bytes)?;
         }
         Ok(())
     }
@@ -655,6 +648,38 @@ impl Trainer {
         self.sampler = state.sampler;
         Ok(())
     }
+}
+
+/// Every rank's rollout of this round, in rank order, on rank 0 (none elsewhere).
+fn gather_rollouts(group: &ProcessGroup, mine: Rollout) -> Result<Vec<Rollout>> {
+    let mut p = Pack::default();
+    p.f64s(&mine.metrics.to_array());
+    p.i32s(&mine.preds);
+    p.f32s(&mine.q_halt);
+    let mut parts = Vec::new();
+    group.exchange(p.0, |p| {
+        parts = p;
+        Ok(Vec::new())
+    })?;
+    parts
+        .iter()
+        .map(|part| {
+            let mut u = Unpack::new(part, "an evaluation result");
+            Ok(Rollout {
+                metrics: metrics_from(u.f64s()?)?,
+                preds: u.i32s()?,
+                q_halt: u.f32s()?,
+            })
+        })
+        .collect()
+}
+
+/// Metrics sent as [`Metrics::to_array`].
+fn metrics_from(values: Vec<f64>) -> Result<Metrics> {
+    let values = values
+        .try_into()
+        .map_err(|_| Error::Other("metrics of the wrong length from another rank".into()))?;
+    Ok(Metrics::from_array(values))
 }
 
 impl Worker for Trainer {
