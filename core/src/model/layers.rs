@@ -10,6 +10,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
 
+use super::fused;
 use super::init::InitRng;
 
 /// RMSNorm without a gain: `x / sqrt(mean(x^2, -1) + eps)`, in f32.
@@ -37,6 +38,35 @@ pub fn casted_linear<B: Backend>(
         weight: Param::from_tensor(weight),
         bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
     }
+}
+
+/// `x W (+ b)` over the last axis, computed as one 2-D GEMM on `[rows, d_in]`.
+///
+/// burn's `Linear` on a 3-D input is a batched matmul: one small GEMM per batch
+/// row (the weight packed again for each), and a weight gradient built as a
+/// `[batch, d_in, d_out]` stack that is summed afterwards (memory and time). The
+/// reference's `F.linear` flattens the leading axes; so does this.
+///
+/// # Shapes
+/// `x: [..., d_in]` -> `[..., d_out]`
+pub fn linear_rows<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let [d_in, d_out] = layer.weight.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    dims[D - 1] = d_out;
+    layer.forward(x.reshape([rows, d_in])).reshape(dims)
+}
+
+/// `x W` over the last axis as one 2-D GEMM (see [`linear_rows`]).
+///
+/// # Shapes
+/// `x: [..., k]`, `w: [k, n]` -> `[..., n]`
+pub fn matmul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let [k, n] = w.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    dims[D - 1] = n;
+    x.reshape([rows, k]).matmul(w).reshape(dims)
 }
 
 /// An embedding table `[n, d]` with truncated-normal init of std `std`.
@@ -165,12 +195,12 @@ impl<B: Backend> SwiGlu<B> {
         // (a third of a step in the profile, docs/performance.md).
         let w = self.gate_up_proj.weight.val();
         let inter = w.dims()[1] / 2;
-        let gate = x.clone().matmul(w.clone().narrow(1, 0, inter).unsqueeze());
-        let up = x.matmul(w.narrow(1, inter, inter).unsqueeze());
-        let h = activation::silu(gate) * up;
+        let gate = matmul_rows(x.clone(), w.clone().narrow(1, 0, inter));
+        let up = matmul_rows(x, w.narrow(1, inter, inter));
+        let h = fused::silu_mul(gate, up);
         match &self.conv {
-            None => self.down_proj.forward(h),
-            Some(conv) => self.down_proj.forward(activation::silu(conv.forward(h))),
+            None => linear_rows(&self.down_proj, h),
+            Some(conv) => linear_rows(&self.down_proj, activation::silu(conv.forward(h))),
         }
     }
 }
@@ -212,6 +242,16 @@ impl<B: Backend> Rope<B> {
     /// # Shapes
     /// `x: [batch, seq, heads, head_dim]` -> same
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let seq = x.dims()[1];
+        let (cos, sin) = (self.cos.clone(), self.sin.clone());
+        match fused::rope(&x, &cos.narrow(0, 0, seq), &sin.narrow(0, 0, seq)) {
+            Some(rotated) => rotated,
+            None => self.apply_with_burn(x),
+        }
+    }
+
+    /// [`Self::apply`] in burn's ops (autodiff, GPUs).
+    pub fn apply_with_burn(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let head_dim = x.dims()[3];
         let half = head_dim / 2;
         let x1 = x.clone().narrow(3, 0, half);
@@ -250,7 +290,7 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let (h, d) = (self.num_heads, self.head_dim);
-        let qkv = self.qkv_proj.forward(x).reshape([batch, seq, 3 * h, d]);
+        let qkv = linear_rows(&self.qkv_proj, x).reshape([batch, seq, 3 * h, d]);
         let mut q = qkv.clone().narrow(2, 0, h);
         let mut k = qkv.clone().narrow(2, h, h);
         let v = qkv.narrow(2, 2 * h, h);
@@ -258,12 +298,15 @@ impl<B: Backend> Attention<B> {
             q = rope.apply(q);
             k = rope.apply(k);
         }
+        // The 1/sqrt(head_dim) scale on q rather than on the scores: the same
+        // product, and a pass over seq x head_dim values instead of seq x seq.
+        let q = q / (d as f64).sqrt();
         // [B, S, H, D] -> [B, H, S, D]
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
-        let out = activation::softmax(scores, 3).matmul(v);
+        let scores = q.matmul(k.swap_dims(2, 3));
+        let out = fused::softmax_last(scores).matmul(v);
         let out = out.swap_dims(1, 2).reshape([batch, seq, h * d]);
-        self.o_proj.forward(out)
+        linear_rows(&self.o_proj, out)
     }
 }
 
@@ -291,15 +334,29 @@ impl<B: Backend> Block<B> {
     /// `h: [batch, seq, hidden]` -> same
     pub fn forward(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         let h = match &self.mixer {
-            Mixer::SelfAttn(attn) => rms_norm(h.clone() + attn.forward(h, rope), self.eps),
+            Mixer::SelfAttn(attn) => {
+                let mixed = attn.forward(h.clone(), rope);
+                fused::add_rms_norm(h, mixed, self.eps)
+            }
             Mixer::MlpT(mlp_t) => {
                 // SwiGLU over positions: transpose to [batch, hidden, seq], normalise over seq.
-                let t = h.swap_dims(1, 2);
-                rms_norm(t.clone() + mlp_t.forward(t), self.eps).swap_dims(1, 2)
+                let t = contiguous(h.swap_dims(1, 2));
+                let mixed = mlp_t.forward(t.clone());
+                contiguous(fused::add_rms_norm(t, mixed, self.eps).swap_dims(1, 2))
             }
         };
-        rms_norm(h.clone() + self.mlp.forward(h), self.eps)
+        let mlp = self.mlp.forward(h.clone());
+        fused::add_rms_norm(h, mlp, self.eps)
     }
+}
+
+/// `x` laid out row-major in memory. A transposed view is copied once here, so the
+/// elementwise ops and GEMMs after it read contiguous rows (on the CPU an op on a
+/// strided view walks it element by element).
+fn contiguous<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [a, b, c] = x.dims();
+    // Reshaping a strided view to 2-D copies it; the 3-D reshape is then a view.
+    x.reshape([a * b, c]).reshape([a, b, c])
 }
 
 /// A stack of blocks with input injection: `net(h, inj) = blocks(h + inj)`.

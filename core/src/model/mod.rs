@@ -17,6 +17,7 @@
 //! | `q_head`              | `inner.q_head.{weight,bias}`               | halting head |
 //! | `h_init`, `l_init`    | `inner.H_init`, `inner.L_init` (buffers)   | y_0, z_0   |
 
+pub mod fused;
 pub mod init;
 pub mod layers;
 pub mod names;
@@ -459,9 +460,7 @@ impl<B: Backend> ReasoningNet<B> {
     /// `z_h: [batch, prefix + seq_len, hidden]` -> `[batch, seq_len, vocab]`
     pub fn lm_head(&self, z_h: Tensor<B, 3>) -> Tensor<B, 3> {
         let prefix = self.config.prefix_len();
-        self.lm_head
-            .forward(z_h)
-            .narrow(1, prefix, self.config.seq_len)
+        layers::linear_rows(&self.lm_head, z_h).narrow(1, prefix, self.config.seq_len)
     }
 
     /// Halting logits `(q_halt, q_continue)` read from the first position of z_H.
@@ -498,11 +497,11 @@ impl<B: Backend> ReasoningNet<B> {
 /// # Shapes
 /// `ids: [batch, seq]` -> `[batch, seq, hidden]`
 fn lookup<B: Backend>(table: &Embedding<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-    let [rows, hidden] = table.weight.dims();
+    let rows = table.weight.dims()[0];
     let [batch, seq] = ids.dims();
     // A float one-hot made on the table's device (an int-to-float cast would
     // leave it off the autodiff graph's device kind).
     let hot = ids.one_hot::<3>(rows).equal_elem(1);
     let one_hot = Tensor::zeros([batch, seq, rows], &table.weight.device()).mask_fill(hot, 1.0);
-    one_hot.matmul(table.weight.val().reshape([1, rows, hidden]))
+    layers::matmul_rows(one_hot, table.weight.val())
 }

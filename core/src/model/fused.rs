@@ -1,0 +1,443 @@
+//! Fused kernels for the network's calls without gradient on the CPU (evaluation,
+//! TRM's first T-1 cycles, HRM's early updates).
+//!
+//! burn-flex runs every elementwise op as its own pass over memory, on one thread,
+//! with a scalar `exp`. SwiGLU's `silu(gate) * up` (one exp per element) and the
+//! post-norm `rms_norm(x + y)` were a third of an evaluation step that way. Here each
+//! is one pass over rows on every core, with an exp the compiler vectorises. They
+//! apply to f32 tensors on the flex device without autodiff, whose memory is the
+//! host's: `into_data` and `from_data` move the buffer, and the result is written
+//! into an input's buffer. Everywhere else (autodiff, GPUs, ndarray, other float
+//! types) the same function runs burn's ops, so gradients and every backend are
+//! untouched. burn has no hook to add such a kernel to its CPU backend, hence our own.
+
+use std::any::Any;
+
+use burn::tensor::{activation, backend::Backend, DType, Tensor};
+use rayon::prelude::*;
+
+use super::layers::rms_norm;
+use crate::Device;
+
+/// Elements per parallel task: large enough that scheduling costs nothing.
+const CHUNK: usize = 1 << 14;
+
+/// `silu(gate) * up`, SwiGLU's gated product.
+///
+/// # Shapes
+/// `gate, up: [..., d]` -> same
+pub fn silu_mul<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    if !on_host(&gate) || gate.dims() != up.dims() {
+        return activation::silu(gate) * up;
+    }
+    let device = gate.device();
+    let (mut g, u) = (gate.into_data(), up.into_data());
+    // unwrap: both are f32 (checked by `on_host`), so the casts cannot fail.
+    let gs = g.as_mut_slice::<f32>().unwrap();
+    let us = u.as_slice::<f32>().unwrap();
+    gs.par_chunks_mut(CHUNK)
+        .zip(us.par_chunks(CHUNK))
+        .for_each(|(g, u)| simd::silu_mul(g, u));
+    Tensor::from_data(g, (&device, DType::F32))
+}
+
+/// `rms_norm(x + y)` over the last axis: the residual add and the post-norm of a block.
+///
+/// # Shapes
+/// `x, y: [..., d]` -> same
+pub fn add_rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    y: Tensor<B, D>,
+    eps: f64,
+) -> Tensor<B, D> {
+    if !on_host(&x) || x.dims() != y.dims() {
+        return rms_norm(x + y, eps);
+    }
+    let device = x.device();
+    let d = x.dims()[D - 1];
+    let (mut a, b) = (x.into_data(), y.into_data());
+    // unwrap: both are f32 (checked by `on_host`).
+    let xs = a.as_mut_slice::<f32>().unwrap();
+    let ys = b.as_slice::<f32>().unwrap();
+    let rows = (CHUNK / d).max(1) * d;
+    xs.par_chunks_mut(rows)
+        .zip(ys.par_chunks(rows))
+        .for_each(|(x, y)| {
+            for (x, y) in x.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
+                simd::add_rms_norm_row(x, y, eps as f32);
+            }
+        });
+    Tensor::from_data(a, (&device, DType::F32))
+}
+
+/// `softmax(x)` over the last axis (attention's probabilities), in place.
+///
+/// # Shapes
+/// `x: [..., d]` -> same
+pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if !on_host(&x) {
+        return activation::softmax(x, D - 1);
+    }
+    let device = x.device();
+    let d = x.dims()[D - 1];
+    let mut a = x.into_data();
+    // unwrap: f32, checked by `on_host`.
+    let xs = a.as_mut_slice::<f32>().unwrap();
+    xs.par_chunks_mut((CHUNK / d).max(1) * d).for_each(|x| {
+        for row in x.chunks_exact_mut(d) {
+            simd::softmax_row(row);
+        }
+    });
+    Tensor::from_data(a, (&device, DType::F32))
+}
+
+/// Rotate-half RoPE, `x*cos + rotate_half(x)*sin` with `rotate_half(x) = cat(-x2, x1)`,
+/// where `cos` and `sin` hold one row per position. Returns `None` where burn's ops
+/// must run (see [`on_host`]).
+///
+/// # Shapes
+/// `x: [batch, seq, heads, head_dim]`, `cos, sin: [positions >= seq, head_dim]` -> like x
+pub fn rope<B: Backend>(
+    x: &Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Option<Tensor<B, 4>> {
+    if !on_host(x) || !on_host(cos) || !on_host(sin) {
+        return None;
+    }
+    let [_, seq, heads, d] = x.dims();
+    let device = x.device();
+    // A view of q|k|v is copied here into a buffer of its own (the one written).
+    let mut a = x.clone().into_data();
+    let (cos, sin) = (cos.clone().into_data(), sin.clone().into_data());
+    // unwrap: f32, checked by `on_host`.
+    let xs = a.as_mut_slice::<f32>().unwrap();
+    let (cos, sin) = (
+        cos.as_slice::<f32>().unwrap(),
+        sin.as_slice::<f32>().unwrap(),
+    );
+    // One task per (batch, position): its heads share the position's table row.
+    xs.par_chunks_mut(heads * d).enumerate().for_each(|(i, x)| {
+        let p = i % seq;
+        let (cos, sin) = (&cos[p * d..(p + 1) * d], &sin[p * d..(p + 1) * d]);
+        for head in x.chunks_exact_mut(d) {
+            simd::rope_row(head, cos, sin);
+        }
+    });
+    Some(Tensor::from_data(a, (&device, DType::F32)))
+}
+
+/// Whether `t` is an f32 tensor in host memory with no autodiff (recursa's
+/// backend on a flex device).
+fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    let device = t.device();
+    let device: &dyn Any = &device;
+    matches!(device.downcast_ref::<Device>(), Some(Device::Flex(_))) && t.dtype() == DType::F32
+}
+
+/// The loops, compiled once per instruction set and chosen at run time. Only plain
+/// IEEE adds, multiplies and divides (no fused multiply-add), so every path gives
+/// the same bits.
+mod simd {
+    /// `g <- silu(g) * u = g / (1 + exp(-g)) * u`
+    pub fn silu_mul(g: &mut [f32], u: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return unsafe { silu_mul_avx512(g, u) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { silu_mul_avx2(g, u) };
+            }
+        }
+        silu_mul_body(g, u)
+    }
+
+    /// `x <- (x + y) / sqrt(mean((x + y)^2) + eps)` over one row.
+    pub fn add_rms_norm_row(x: &mut [f32], y: &[f32], eps: f32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return unsafe { add_rms_norm_avx512(x, y, eps) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { add_rms_norm_avx2(x, y, eps) };
+            }
+        }
+        add_rms_norm_body(x, y, eps)
+    }
+
+    /// `x <- exp(x - max x) / sum exp(x - max x)` over one row.
+    pub fn softmax_row(x: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return unsafe { softmax_avx512(x) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { softmax_avx2(x) };
+            }
+        }
+        softmax_body(x)
+    }
+
+    /// One head's rotate-half RoPE at one position.
+    pub fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let half = x.len() / 2;
+        let (x1, x2) = x.split_at_mut(half);
+        let (c1, c2) = cos.split_at(half);
+        let (s1, s2) = sin.split_at(half);
+        for i in 0..half {
+            let (a, b) = (x1[i], x2[i]);
+            x1[i] = a * c1[i] + -b * s1[i];
+            x2[i] = b * c2[i] + a * s2[i];
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn softmax_avx512(x: &mut [f32]) {
+        softmax_body(x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn softmax_avx2(x: &mut [f32]) {
+        softmax_body(x)
+    }
+
+    #[inline(always)]
+    fn softmax_body(x: &mut [f32]) {
+        let mut lane_max = [f32::NEG_INFINITY; LANES];
+        let mut chunks = x.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                lane_max[i] = lane_max[i].max(c[i]);
+            }
+        }
+        let max = chunks.remainder().iter().fold(
+            lane_max.into_iter().fold(f32::NEG_INFINITY, f32::max),
+            |m, &v| m.max(v),
+        );
+        let mut partial = [0.0f32; LANES];
+        let mut chunks = x.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                c[i] = exp(c[i] - max);
+                partial[i] += c[i];
+            }
+        }
+        for v in chunks.into_remainder() {
+            *v = exp(*v - max);
+            partial[0] += *v;
+        }
+        let inv = 1.0 / pairwise_sum(partial);
+        for v in x.iter_mut() {
+            *v *= inv;
+        }
+    }
+
+    /// The lanes summed in a fixed pairwise order: the same bits whatever the
+    /// vector width.
+    #[inline(always)]
+    fn pairwise_sum(mut partial: [f32; LANES]) -> f32 {
+        let mut width = LANES;
+        while width > 1 {
+            width /= 2;
+            for i in 0..width {
+                partial[i] += partial[i + width];
+            }
+        }
+        partial[0]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
+        silu_mul_body(g, u)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn silu_mul_avx2(g: &mut [f32], u: &[f32]) {
+        silu_mul_body(g, u)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn add_rms_norm_avx512(x: &mut [f32], y: &[f32], eps: f32) {
+        add_rms_norm_body(x, y, eps)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn add_rms_norm_avx2(x: &mut [f32], y: &[f32], eps: f32) {
+        add_rms_norm_body(x, y, eps)
+    }
+
+    #[inline(always)]
+    fn silu_mul_body(g: &mut [f32], u: &[f32]) {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = *g / (1.0 + exp(-*g)) * u;
+        }
+    }
+
+    /// Lanes of the sum of squares: 16 partial sums the compiler keeps in one vector.
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    fn add_rms_norm_body(x: &mut [f32], y: &[f32], eps: f32) {
+        let mut partial = [0.0f32; LANES];
+        let mut xc = x.chunks_exact_mut(LANES);
+        let mut yc = y.chunks_exact(LANES);
+        for (x, y) in (&mut xc).zip(&mut yc) {
+            for i in 0..LANES {
+                let s = x[i] + y[i];
+                x[i] = s;
+                partial[i] += s * s;
+            }
+        }
+        for (x, y) in xc.into_remainder().iter_mut().zip(yc.remainder()) {
+            *x += *y;
+            partial[0] += *x * *x;
+        }
+        let inv = 1.0 / (pairwise_sum(partial) / x.len() as f32 + eps).sqrt();
+        for x in x.iter_mut() {
+            *x *= inv;
+        }
+    }
+
+    /// `e^x` to about one ulp (Cephes' expf): `x = n ln2 + r` with |r| <= ln2/2,
+    /// `e^r` by a degree-7 polynomial, `2^n` written into the exponent bits. Branch
+    /// free, so loops over it vectorise. Inputs are clamped to where the result is a
+    /// normal float.
+    #[inline(always)]
+    pub fn exp(x: f32) -> f32 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        // ln 2 split in two so that n * LN2_HI is exact.
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        let x = x.clamp(-87.0, 88.0);
+        let n = (x * LOG2E + 0.5).floor();
+        let r = x - n * LN2_HI - n * LN2_LO;
+        let mut p = 1.987_569_1e-4_f32;
+        p = p * r + 1.398_199_9e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 5.000_000_1e-1;
+        let er = p * r * r + r + 1.0;
+        // n is in [-126, 127] after the clamp: a normal exponent.
+        er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::Rope;
+    use crate::B;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn exp_is_within_two_ulps_of_the_exact_value() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let got = simd::exp(x) as f64;
+            let want = (x as f64).exp();
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(
+            worst < 2.0 * f32::EPSILON as f64,
+            "worst relative error {worst}"
+        );
+        // Far outside the range: clamped, finite, and the ratios silu needs stay right.
+        assert!(simd::exp(-1000.0) < 1e-37 && simd::exp(1000.0).is_finite());
+    }
+
+    /// The fused kernels against burn's ops, on rows longer and shorter than a
+    /// vector and a chunk.
+    #[test]
+    fn fused_kernels_match_burns_ops() {
+        let device: Device = Default::default();
+        for (rows, d) in [(3, 5), (7, 512), (40, 97), (1, 16 * 1024 + 3)] {
+            let n = rows * d;
+            let values = |seed: f32| -> Vec<f32> {
+                (0..n)
+                    .map(|i| ((i as f32 * 0.618 + seed).sin() * 6.0))
+                    .collect()
+            };
+            let t = |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [rows, d]), &device);
+            let (a, b) = (values(0.3), values(1.7));
+            let close = |got: Tensor<B, 2>, want: Tensor<B, 2>, what: &str| {
+                let got: Vec<f32> = got.into_data().to_vec().unwrap();
+                let want: Vec<f32> = want.into_data().to_vec().unwrap();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 4e-6 * w.abs().max(1.0),
+                        "{what} [{rows}x{d}] element {i}: {g} vs {w}"
+                    );
+                }
+            };
+            close(
+                silu_mul(t(a.clone()), t(b.clone())),
+                activation::silu(t(a.clone())) * t(b.clone()),
+                "silu_mul",
+            );
+            close(
+                add_rms_norm(t(a.clone()), t(b.clone()), 1e-5),
+                rms_norm(t(a.clone()) + t(b), 1e-5),
+                "add_rms_norm",
+            );
+            close(
+                softmax_last(t(a.clone())),
+                activation::softmax(t(a), 1),
+                "softmax_last",
+            );
+        }
+    }
+
+    /// RoPE on a strided view of q|k|v, as attention calls it, against burn's ops.
+    #[test]
+    fn fused_rope_matches_burns_ops() {
+        let device: Device = Default::default();
+        let (batch, seq, heads, d) = (2, 7, 3, 8);
+        let n = batch * seq * 3 * heads * d;
+        let qkv: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let qkv =
+            Tensor::<B, 4>::from_data(TensorData::new(qkv, [batch, seq, 3 * heads, d]), &device);
+        let k = qkv.narrow(2, heads, heads);
+        let table = Rope::<B>::new(seq, d, 10000.0, &device);
+        let got = rope(&k, &table.cos, &table.sin).expect("f32 on the flex device");
+        let want = table.apply_with_burn(k);
+        let got: Vec<f32> = got.into_data().to_vec().unwrap();
+        let want: Vec<f32> = want.into_data().to_vec().unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6, "element {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn autodiff_tensors_take_burns_ops_and_keep_their_gradient() {
+        let device = Device::autodiff(Device::default());
+        let g = Tensor::<B, 2>::from_data(TensorData::new(vec![0.5f32, -1.0], [1, 2]), &device)
+            .require_grad();
+        let u = Tensor::<B, 2>::from_data(TensorData::new(vec![2.0f32, 3.0], [1, 2]), &device);
+        let grads = silu_mul(g.clone(), u).sum().backward();
+        let dg: Vec<f32> = g.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        // d/dg silu(g) * u = u * s (1 + g (1 - s)), s = sigmoid(g)
+        for (i, (g, u)) in [(0.5f32, 2.0f32), (-1.0, 3.0)].into_iter().enumerate() {
+            let s = 1.0 / (1.0 + (-g).exp());
+            let want = u * s * (1.0 + g * (1.0 - s));
+            assert!((dg[i] - want).abs() < 1e-6, "{} vs {want}", dg[i]);
+        }
+    }
+}
