@@ -13,7 +13,7 @@
 
 use std::any::Any;
 
-use burn::tensor::{activation, backend::Backend, DType, Tensor};
+use burn::tensor::{activation, backend::Backend, DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::layers::rms_norm;
@@ -91,6 +91,26 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
     Tensor::from_data(a, (&device, DType::F32))
 }
 
+/// `softmax(scores) @ v` over the last axis of `scores` (attention's weighted sum).
+///
+/// On the host: the fused softmax in place, then the product. Elsewhere (autodiff,
+/// GPUs) each row is normalised after the product, as flash attention does:
+/// `(exp(s - max s) @ v) / sum exp(s - max s)`. The same value, one pass over the
+/// `[seq, seq]` scores fewer, and backward keeps one such tensor (the exponentials)
+/// instead of two (the exponentials and the probabilities).
+///
+/// # Shapes
+/// `scores: [batch, heads, seq, seq]`, `v: [batch, heads, seq, d]` -> `[batch, heads, seq, d]`
+pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+    if on_host(&scores) {
+        return softmax_last(scores).matmul(v);
+    }
+    let max = scores.clone().detach().max_dim(3);
+    let e = (scores - max).exp();
+    let total = e.clone().sum_dim(3);
+    e.matmul(v) / total
+}
+
 /// Rotate-half RoPE, `x*cos + rotate_half(x)*sin` with `rotate_half(x) = cat(-x2, x1)`,
 /// where `cos` and `sin` hold one row per position. Returns `None` where burn's ops
 /// must run (see [`on_host`]).
@@ -125,6 +145,48 @@ pub fn rope<B: Backend>(
         }
     });
     Some(Tensor::from_data(a, (&device, DType::F32)))
+}
+
+/// `x` with its last two axes swapped, laid out row-major (the `mlp_t` mixer's
+/// transposes). On the host a blocked copy on every core; elsewhere a reshape of the
+/// swapped view, which copies it: the ops and GEMMs after it then read contiguous rows.
+///
+/// # Shapes
+/// `x: [batch, a, b]` -> `[batch, b, a]`
+pub fn transpose<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [batch, a, b] = x.dims();
+    if !on_host(&x) {
+        // Reshaping a strided view to 2-D copies it; the 3-D reshape is then a view.
+        return x
+            .swap_dims(1, 2)
+            .reshape([batch * b, a])
+            .reshape([batch, b, a]);
+    }
+    let device = x.device();
+    let data = x.into_data();
+    // unwrap: f32, checked by `on_host`.
+    let src = data.as_slice::<f32>().unwrap();
+    let mut out = vec![0.0f32; src.len()];
+    const TILE: usize = 32;
+    out.par_chunks_mut(a * b)
+        .zip(src.par_chunks(a * b))
+        .for_each(|(out, src)| {
+            // Tasks of TILE output rows (columns j0.. of the source), tiled in i.
+            out.par_chunks_mut(TILE * a)
+                .enumerate()
+                .for_each(|(t, out)| {
+                    let (j0, rows) = (t * TILE, out.len() / a);
+                    for i0 in (0..a).step_by(TILE) {
+                        for j in 0..rows {
+                            for i in i0..(i0 + TILE).min(a) {
+                                out[j * a + i] = src[i * b + j0 + j];
+                            }
+                        }
+                    }
+                });
+        });
+    let out = TensorData::new(out, [batch, b, a]);
+    Tensor::from_data(out, (&device, DType::F32))
 }
 
 /// Whether `t` is an f32 tensor in host memory with no autodiff (recursa's
@@ -333,8 +395,11 @@ mod simd {
         p = p * r + 1.666_666_5e-1;
         p = p * r + 5.000_000_1e-1;
         let er = p * r * r + r + 1.0;
-        // n is in [-126, 127] after the clamp: a normal exponent.
-        er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        // n is in [-126, 127] after the clamp, so n + 127 is a normal exponent. It
+        // is read from the mantissa bits of n + 127 + 2^23 (no float-to-int cast,
+        // which does not vectorise).
+        let biased = (n + (127.0 + 8_388_608.0)).to_bits() - 0x4B00_0000;
+        er * f32::from_bits(biased << 23)
     }
 }
 
@@ -343,7 +408,6 @@ mod tests {
     use super::*;
     use crate::model::layers::Rope;
     use crate::B;
-    use burn::tensor::TensorData;
 
     #[test]
     fn exp_is_within_two_ulps_of_the_exact_value() {
@@ -401,6 +465,23 @@ mod tests {
                 softmax_last(t(a.clone())),
                 activation::softmax(t(a), 1),
                 "softmax_last",
+            );
+        }
+    }
+
+    #[test]
+    fn fused_transpose_matches_a_swapped_view() {
+        let device: Device = Default::default();
+        for [batch, a, b] in [[2, 5, 3], [3, 97, 70], [1, 33, 64]] {
+            let v: Vec<f32> = (0..batch * a * b).map(|i| i as f32).collect();
+            let x = Tensor::<B, 3>::from_data(TensorData::new(v, [batch, a, b]), &device);
+            let want: Vec<f32> = x.clone().swap_dims(1, 2).into_data().to_vec().unwrap();
+            let got = transpose(x);
+            assert_eq!(got.dims(), [batch, b, a]);
+            assert_eq!(
+                got.into_data().to_vec::<f32>().unwrap(),
+                want,
+                "{batch}x{a}x{b}"
             );
         }
     }

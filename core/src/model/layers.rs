@@ -210,6 +210,8 @@ impl<B: Backend> SwiGlu<B> {
 pub struct Rope<B: Backend> {
     pub cos: Tensor<B, 2>,
     pub sin: Tensor<B, 2>,
+    /// `rotate_half` as a `[head_dim, head_dim]` matrix: `rotate_half(x) = x @ rotate`.
+    pub rotate: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rope<B> {
@@ -230,10 +232,18 @@ impl<B: Backend> Rope<B> {
                 sin.push(angle.sin() as f32);
             }
         }
+        // rotate_half as a matrix: column j < half takes -x[j + half], column
+        // j >= half takes x[j - half].
+        let mut rotate = vec![0.0f32; head_dim * head_dim];
+        for j in 0..half {
+            rotate[(j + half) * head_dim + j] = -1.0;
+            rotate[j * head_dim + j + half] = 1.0;
+        }
         let shape = [positions, head_dim];
         Rope {
             cos: Tensor::from_data(TensorData::new(cos, shape), device),
             sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            rotate: Tensor::from_data(TensorData::new(rotate, [head_dim, head_dim]), device),
         }
     }
 
@@ -250,13 +260,11 @@ impl<B: Backend> Rope<B> {
         }
     }
 
-    /// [`Self::apply`] in burn's ops (autodiff, GPUs).
+    /// [`Self::apply`] in burn's ops (autodiff, GPUs). `rotate_half(x)` is one
+    /// small GEMM with the signed permutation `rotate` (exact: one ±x and zeros per
+    /// output), so x is never cut into strided halves, forward or backward.
     pub fn apply_with_burn(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let head_dim = x.dims()[3];
-        let half = head_dim / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        let rotated = matmul_rows(x.clone(), self.rotate.clone());
         let cos = self.cos.clone().unsqueeze_dim::<3>(1).unsqueeze::<4>();
         let sin = self.sin.clone().unsqueeze_dim::<3>(1).unsqueeze::<4>();
         x * cos + rotated * sin
@@ -290,10 +298,15 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let (h, d) = (self.num_heads, self.head_dim);
-        let qkv = linear_rows(&self.qkv_proj, x).reshape([batch, seq, 3 * h, d]);
-        let mut q = qkv.clone().narrow(2, 0, h);
-        let mut k = qkv.clone().narrow(2, h, h);
-        let v = qkv.narrow(2, 2 * h, h);
+        // q, k and v as three GEMMs on column views of the fused weight (same
+        // weights, same names): each comes out contiguous, where cutting one q|k|v
+        // product would leave strided views for RoPE and for backward.
+        let w = self.qkv_proj.weight.val();
+        let project = |i: usize| {
+            matmul_rows(x.clone(), w.clone().narrow(1, i * h * d, h * d))
+                .reshape([batch, seq, h, d])
+        };
+        let (mut q, mut k, v) = (project(0), project(1), project(2));
         if let Some(rope) = rope {
             q = rope.apply(q);
             k = rope.apply(k);
@@ -304,7 +317,7 @@ impl<B: Backend> Attention<B> {
         // [B, S, H, D] -> [B, H, S, D]
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         let scores = q.matmul(k.swap_dims(2, 3));
-        let out = fused::softmax_last(scores).matmul(v);
+        let out = fused::softmax_matmul(scores, v);
         let out = out.swap_dims(1, 2).reshape([batch, seq, h * d]);
         linear_rows(&self.o_proj, out)
     }
@@ -340,23 +353,14 @@ impl<B: Backend> Block<B> {
             }
             Mixer::MlpT(mlp_t) => {
                 // SwiGLU over positions: transpose to [batch, hidden, seq], normalise over seq.
-                let t = contiguous(h.swap_dims(1, 2));
+                let t = fused::transpose(h);
                 let mixed = mlp_t.forward(t.clone());
-                contiguous(fused::add_rms_norm(t, mixed, self.eps).swap_dims(1, 2))
+                fused::transpose(fused::add_rms_norm(t, mixed, self.eps))
             }
         };
         let mlp = self.mlp.forward(h.clone());
         fused::add_rms_norm(h, mlp, self.eps)
     }
-}
-
-/// `x` laid out row-major in memory. A transposed view is copied once here, so the
-/// elementwise ops and GEMMs after it read contiguous rows (on the CPU an op on a
-/// strided view walks it element by element).
-fn contiguous<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [a, b, c] = x.dims();
-    // Reshaping a strided view to 2-D copies it; the 3-D reshape is then a view.
-    x.reshape([a * b, c]).reshape([a, b, c])
 }
 
 /// A stack of blocks with input injection: `net(h, inj) = blocks(h + inj)`.

@@ -39,6 +39,7 @@ impl<'a> NoGrad<'a> {
             rope: rope.map(|r| Rope {
                 cos: r.cos.clone().inner(),
                 sin: r.sin.clone().inner(),
+                rotate: r.rotate.clone().inner(),
             }),
             autodiff,
         }
