@@ -6,22 +6,14 @@
 //! attention with fused q|k|v weights, the `mlp_t` sequence mixer, and URM's
 //! ConvSwiGLU (a SwiGLU with a short depthwise convolution over positions).
 
+use std::sync::{Arc, Mutex};
+
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
 
 use super::fused;
 use super::init::InitRng;
-
-/// RMSNorm without a gain: `x / sqrt(mean(x^2, -1) + eps)`, in f32.
-///
-/// # Shapes
-/// `x: [..., d]` -> `[..., d]`
-pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    let variance = x.clone().square().mean_dim(D - 1);
-    // A true division: ndarray's SIMD `recip` is an approximation (~1e-4 relative).
-    x / (variance + eps).sqrt()
-}
 
 /// A linear layer `y = x W^T` with the reference's truncated-normal LeCun init
 /// (std 1/sqrt(d_in)). burn stores `W` as `[d_in, d_out]`; the reference as
@@ -218,20 +210,12 @@ impl<B: Backend> Rope<B> {
     /// `inv_freq = 1/theta^(2i/head_dim)`, `freqs = outer(pos, inv_freq)`,
     /// `emb = cat(freqs, freqs)`; the tables are `cos(emb)` and `sin(emb)`.
     /// Computed in f64 and rounded to f32 (the reference computes in f32; the
-    /// difference is at most an ulp of each entry).
+    /// difference is at most an ulp of each entry). The host tables are computed
+    /// once per shape and kept: the network asks for them at every supervision step.
     pub fn new(positions: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
         let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(positions * head_dim);
-        let mut sin = Vec::with_capacity(positions * head_dim);
-        for p in 0..positions {
-            for j in 0..head_dim {
-                let i = j % half;
-                let inv_freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
-                let angle = p as f64 * inv_freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
+        let tables = rope_tables(positions, head_dim, theta);
+        let (cos, sin) = (&tables.0, &tables.1);
         // rotate_half as a matrix: column j < half takes -x[j + half], column
         // j >= half takes x[j - half].
         let mut rotate = vec![0.0f32; head_dim * head_dim];
@@ -241,8 +225,8 @@ impl<B: Backend> Rope<B> {
         }
         let shape = [positions, head_dim];
         Rope {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos: Tensor::from_data(TensorData::new(cos.to_vec(), shape), device),
+            sin: Tensor::from_data(TensorData::new(sin.to_vec(), shape), device),
             rotate: Tensor::from_data(TensorData::new(rotate, [head_dim, head_dim]), device),
         }
     }
@@ -269,6 +253,35 @@ impl<B: Backend> Rope<B> {
         let sin = self.sin.clone().unsqueeze_dim::<3>(1).unsqueeze::<4>();
         x * cos + rotated * sin
     }
+}
+
+/// RoPE's `cos` and `sin` tables, `[positions, head_dim]` row-major, computed once per
+/// (positions, head_dim, theta) in the process.
+fn rope_tables(positions: usize, head_dim: usize, theta: f64) -> Arc<(Vec<f32>, Vec<f32>)> {
+    type Tables = Arc<(Vec<f32>, Vec<f32>)>;
+    static CACHE: Mutex<Vec<((usize, usize, u64), Tables)>> = Mutex::new(Vec::new());
+    let key = (positions, head_dim, theta.to_bits());
+    // A poisoned lock only means another thread panicked mid-insert; the list is
+    // still a list of finished tables.
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, tables)) = cache.iter().find(|(k, _)| *k == key) {
+        return tables.clone();
+    }
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(positions * head_dim);
+    let mut sin = Vec::with_capacity(positions * head_dim);
+    for p in 0..positions {
+        for j in 0..head_dim {
+            let i = j % half;
+            let inv_freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+            let angle = p as f64 * inv_freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    let tables = Arc::new((cos, sin));
+    cache.push((key, tables.clone()));
+    tables
 }
 
 /// Non-causal multi-head self-attention with a fused q|k|v projection.
@@ -390,6 +403,7 @@ impl<B: Backend> Level<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Device, B};
 
     type Cpu = crate::B;
 
@@ -434,6 +448,26 @@ mod tests {
         let w: Vec<f32> = wide.weight.val().into_data().to_vec().unwrap();
         let b: f32 = wide.bias.val().into_scalar();
         assert!((got[1] - (b + w[3] + w[4] + w[5])).abs() < 1e-6);
+    }
+
+    /// RoPE on a strided view of q|k|v, as attention calls it, against burn's ops.
+    #[test]
+    fn fused_rope_matches_burns_ops() {
+        let device: Device = Default::default();
+        let (batch, seq, heads, d) = (2, 7, 3, 8);
+        let n = batch * seq * 3 * heads * d;
+        let qkv: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let qkv =
+            Tensor::<B, 4>::from_data(TensorData::new(qkv, [batch, seq, 3 * heads, d]), &device);
+        let k = qkv.narrow(2, heads, heads);
+        let table = Rope::<B>::new(seq, d, 10000.0, &device);
+        let got = fused::rope(&k, &table.cos, &table.sin).expect("f32 on the flex device");
+        let want = table.apply_with_burn(k);
+        let got: Vec<f32> = got.into_data().to_vec().unwrap();
+        let want: Vec<f32> = want.into_data().to_vec().unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6, "element {i}: {g} vs {w}");
+        }
     }
 
     #[test]

@@ -9,9 +9,10 @@ use crate::model::Net;
 use crate::B;
 
 /// Scales every dense gradient by `min(1, max_norm / ||g||)`, the norm taken over
-/// all of them together (PyTorch `clip_grad_norm_`).
+/// all of them together (PyTorch `clip_grad_norm_`). The squared norms are summed on
+/// the device and read back once, not once per parameter (a stall each on a GPU).
 pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f64) {
-    struct Norm<'a>(&'a GradientsParams, f64);
+    struct Norm<'a>(&'a GradientsParams, Vec<Tensor<B, 1>>);
     impl WeightVisitor<B> for Norm<'_> {
         fn visit<const D: usize>(
             &mut self,
@@ -21,7 +22,7 @@ pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f6
             p: &mut Param<Tensor<B, D>>,
         ) {
             if let Some(g) = self.0.get::<B, D>(p.id) {
-                self.1 += g.square().sum().into_scalar() as f64;
+                self.1.push(g.square().sum());
             }
         }
     }
@@ -39,9 +40,12 @@ pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f6
             }
         }
     }
-    let mut norm = Norm(grads, 0.0);
+    let mut norm = Norm(grads, Vec::new());
     visit_net(net, &mut norm);
-    let total = norm.1.sqrt();
+    if norm.1.is_empty() {
+        return;
+    }
+    let total = (Tensor::cat(norm.1, 0).sum().into_scalar() as f64).sqrt();
     if total > max_norm {
         visit_net(net, &mut Scale(grads, max_norm / (total + 1e-6)));
     }
