@@ -1,15 +1,24 @@
-//! Fused kernels for the network's calls without gradient on the CPU (evaluation,
-//! TRM's first T-1 cycles, HRM's early updates).
+//! Fused CPU kernels for the network's elementwise work.
 //!
 //! burn-flex runs every elementwise op as its own pass over memory, on one thread,
-//! with a scalar `exp`. SwiGLU's `silu(gate) * up` (one exp per element) and the
-//! post-norm `rms_norm(x + y)` were a third of an evaluation step that way. Here each
-//! is one pass over rows on every core, with an exp the compiler vectorises. They
-//! apply to f32 tensors on the flex device without autodiff, whose memory is the
-//! host's: `into_data` and `from_data` move the buffer, and the result is written
-//! into an input's buffer. Everywhere else (autodiff, GPUs, ndarray, other float
-//! types) the same function runs burn's ops, so gradients and every backend are
-//! untouched. burn has no hook to add such a kernel to its CPU backend, hence our own.
+//! with a scalar `exp`, and burn's autodiff keeps the input of `exp` and `sigmoid`
+//! and evaluates them again in backward. SwiGLU's `silu(gate) * up`, the post-norm
+//! `rms_norm(x + y)` and attention's softmax were most of a step's time outside the
+//! GEMMs that way (docs/performance.md). Here each is one pass over rows on every
+//! core, with an exp the compiler vectorises:
+//!
+//! * without autodiff (evaluation, TRM's first T-1 cycles, HRM's early updates), on
+//!   f32 tensors of the flex device, whose memory is the host's: `into_data` and
+//!   `from_data` move the buffer, and the result is written into an input's buffer;
+//! * under autodiff on the flex device, SwiGLU's product and attention's
+//!   exponentials: the value and its derivatives come from one fused pass and join
+//!   the graph as `value + (x - x') * derivative`, x' the input detached. The bracket
+//!   is exactly zero, so the value is the kernel's bit for bit, and burn's backward
+//!   multiplies the incoming gradient by the derivative.
+//!
+//! Everywhere else (GPUs, ndarray, other float types) the same functions run burn's
+//! ops. burn 0.21 has no hook to add a kernel, or a backward, to its CPU backend,
+//! hence these.
 
 use std::any::Any;
 
@@ -39,7 +48,10 @@ const CHUNK: usize = 1 << 14;
 /// # Shapes
 /// `gate, up: [..., d]` -> same
 pub fn silu_mul<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
-    if !on_host(&gate) || gate.dims() != up.dims() {
+    if gate.dims() == up.dims() && on_autodiff_host(&gate) && on_autodiff_host(&up) {
+        return silu_mul_tracked(gate, up);
+    }
+    if !on_host(&gate) || !on_host(&up) || gate.dims() != up.dims() {
         return activation::silu(gate) * up;
     }
     let device = gate.device();
@@ -53,6 +65,34 @@ pub fn silu_mul<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>
     Tensor::from_data(g, (&device, DType::F32))
 }
 
+/// [`silu_mul`] under autodiff on the CPU. burn evaluates `sigmoid` on one thread
+/// with a scalar exp, keeps its input and evaluates it again in backward. Here one
+/// fused pass gives the value h and both partial derivatives, and autodiff sees
+/// `h + ((g - g') dh/dg + (u - u') dh/du)`, g' and u' the inputs detached: the
+/// brackets are exactly zero, so the value is h bit for bit, and backward multiplies
+/// the incoming gradient by the two derivatives (the only tensors it keeps).
+fn silu_mul_tracked<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let (device, shape) = (gate.device(), gate.shape());
+    let (g, u) = (gate.clone().into_data(), up.clone().into_data());
+    // unwrap: both are f32 (checked by `on_autodiff_host`).
+    let (gs, us) = (g.as_slice::<f32>().unwrap(), u.as_slice::<f32>().unwrap());
+    let n = gs.len();
+    let (mut h, mut dh_dg, mut dh_du) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    h.par_chunks_mut(CHUNK)
+        .zip(dh_dg.par_chunks_mut(CHUNK))
+        .zip(dh_du.par_chunks_mut(CHUNK))
+        .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK)))
+        .for_each(|(((h, dg), du), (g, u))| simd::silu_mul_grad(g, u, h, dg, du));
+    let constant = |v: Vec<f32>| {
+        Tensor::<B, D>::from_data(TensorData::new(v, shape.clone()), (&device, DType::F32))
+    };
+    let (h, dh_dg, dh_du) = (constant(h), constant(dh_dg), constant(dh_du));
+    h + ((gate.clone() - gate.detach()) * dh_dg + (up.clone() - up.detach()) * dh_du)
+}
+
 /// `rms_norm(x + y)` over the last axis: the residual add and the post-norm of a block.
 ///
 /// # Shapes
@@ -62,7 +102,7 @@ pub fn add_rms_norm<B: Backend, const D: usize>(
     y: Tensor<B, D>,
     eps: f64,
 ) -> Tensor<B, D> {
-    if !on_host(&x) || x.dims() != y.dims() {
+    if !on_host(&x) || !on_host(&y) || x.dims() != y.dims() {
         return rms_norm(x + y, eps);
     }
     let device = x.device();
@@ -117,10 +157,34 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
     if on_host(&scores) {
         return softmax_last(scores).matmul(v);
     }
-    let max = scores.clone().detach().max_dim(3);
-    let e = (scores - max).exp();
+    let e = if on_autodiff_host(&scores) {
+        exp_minus_row_max_tracked(scores)
+    } else {
+        let max = scores.clone().detach().max_dim(3);
+        (scores - max).exp()
+    };
     let total = e.clone().sum_dim(3);
     e.matmul(v) / total
+}
+
+/// `exp(s - max s)` per row under autodiff on the CPU, the max a constant (as the
+/// detached max above). burn's `exp` runs on one thread with a scalar exp and again
+/// in backward; here the value e comes from one fused pass, and autodiff sees
+/// `e + (s - s') e` (s' the scores detached): the value is e bit for bit and the
+/// gradient `e ds`.
+fn exp_minus_row_max_tracked<B: Backend>(scores: Tensor<B, 4>) -> Tensor<B, 4> {
+    let device = scores.device();
+    let d = scores.dims()[3];
+    let mut e = scores.clone().into_data();
+    // unwrap: f32, checked by `on_autodiff_host`.
+    let es = e.as_mut_slice::<f32>().unwrap();
+    es.par_chunks_mut((CHUNK / d).max(1) * d).for_each(|x| {
+        for row in x.chunks_exact_mut(d) {
+            simd::exp_minus_max_row(row);
+        }
+    });
+    let e = Tensor::<B, 4>::from_data(e, (&device, DType::F32));
+    e.clone() + (scores.clone() - scores.detach()) * e
 }
 
 /// Rotate-half RoPE, `x*cos + rotate_half(x)*sin` with `rotate_half(x) = cat(-x2, x1)`,
@@ -209,6 +273,19 @@ fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     matches!(device.downcast_ref::<Device>(), Some(Device::Flex(_))) && t.dtype() == DType::F32
 }
 
+/// Whether `t` is an f32 tensor on the flex device under autodiff: its values are in
+/// host memory, and gradients must flow through it.
+fn on_autodiff_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    let device = t.device();
+    let device: &dyn Any = &device;
+    match device.downcast_ref::<Device>() {
+        Some(Device::Autodiff(inner)) => {
+            matches!(**inner, Device::Flex(_)) && t.dtype() == DType::F32
+        }
+        _ => false,
+    }
+}
+
 /// The loops, compiled once per instruction set and chosen at run time. Only plain
 /// IEEE adds, multiplies and divides (no fused multiply-add), so every path gives
 /// the same bits.
@@ -261,6 +338,116 @@ mod simd {
         softmax_body(x)
     }
 
+    /// `h = silu(g) u`, `dh/dg = u s (1 + g (1 - s))` with `s = sigmoid(g)`, `dh/du = silu(g)`.
+    pub fn silu_mul_grad(g: &[f32], u: &[f32], h: &mut [f32], dg: &mut [f32], du: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return unsafe { silu_mul_grad_avx512(g, u, h, dg, du) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { silu_mul_grad_avx2(g, u, h, dg, du) };
+            }
+        }
+        silu_mul_grad_body(g, u, h, dg, du)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn silu_mul_grad_avx512(
+        g: &[f32],
+        u: &[f32],
+        h: &mut [f32],
+        dg: &mut [f32],
+        du: &mut [f32],
+    ) {
+        silu_mul_grad_body(g, u, h, dg, du)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn silu_mul_grad_avx2(
+        g: &[f32],
+        u: &[f32],
+        h: &mut [f32],
+        dg: &mut [f32],
+        du: &mut [f32],
+    ) {
+        silu_mul_grad_body(g, u, h, dg, du)
+    }
+
+    #[inline(always)]
+    fn silu_mul_grad_body(g: &[f32], u: &[f32], h: &mut [f32], dg: &mut [f32], du: &mut [f32]) {
+        let n = g
+            .len()
+            .min(u.len())
+            .min(h.len())
+            .min(dg.len())
+            .min(du.len());
+        for i in 0..n {
+            let (g, u) = (g[i], u[i]);
+            let s = 1.0 / (1.0 + exp(-g));
+            let silu = g * s;
+            h[i] = silu * u;
+            du[i] = silu;
+            dg[i] = u * (s * (1.0 + g * (1.0 - s)));
+        }
+    }
+
+    /// `x <- exp(x - max x)` over one row.
+    pub fn exp_minus_max_row(x: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return unsafe { exp_minus_max_avx512(x) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { exp_minus_max_avx2(x) };
+            }
+        }
+        exp_minus_max_body(x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp_minus_max_avx512(x: &mut [f32]) {
+        exp_minus_max_body(x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn exp_minus_max_avx2(x: &mut [f32]) {
+        exp_minus_max_body(x)
+    }
+
+    #[inline(always)]
+    fn exp_minus_max_body(x: &mut [f32]) {
+        let max = row_max(x);
+        for v in x.iter_mut() {
+            *v = exp(*v - max);
+        }
+    }
+
+    /// The largest value of a row (16 lanes, then the tail).
+    #[inline(always)]
+    fn row_max(x: &[f32]) -> f32 {
+        let mut lane_max = [f32::NEG_INFINITY; LANES];
+        let mut chunks = x.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                lane_max[i] = lane_max[i].max(c[i]);
+            }
+        }
+        chunks.remainder().iter().fold(
+            lane_max.into_iter().fold(f32::NEG_INFINITY, f32::max),
+            |m, &v| m.max(v),
+        )
+    }
+
     /// One head's rotate-half RoPE at one position.
     pub fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
         let half = x.len() / 2;
@@ -288,17 +475,7 @@ mod simd {
 
     #[inline(always)]
     fn softmax_body(x: &mut [f32]) {
-        let mut lane_max = [f32::NEG_INFINITY; LANES];
-        let mut chunks = x.chunks_exact(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                lane_max[i] = lane_max[i].max(c[i]);
-            }
-        }
-        let max = chunks.remainder().iter().fold(
-            lane_max.into_iter().fold(f32::NEG_INFINITY, f32::max),
-            |m, &v| m.max(v),
-        );
+        let max = row_max(x);
         let mut partial = [0.0f32; LANES];
         let mut chunks = x.chunks_exact_mut(LANES);
         for c in &mut chunks {
@@ -495,6 +672,79 @@ mod tests {
                 "{batch}x{a}x{b}"
             );
         }
+    }
+
+    /// Under autodiff on the CPU the fused values and gradients equal burn's.
+    #[test]
+    fn tracked_kernels_give_burns_values_and_gradients() {
+        let device = Device::autodiff(Device::default());
+        let (rows, d) = (6, 37);
+        let values = |seed: f32| -> Vec<f32> {
+            (0..rows * d)
+                .map(|i| (i as f32 * 0.618 + seed).sin() * 5.0)
+                .collect()
+        };
+        let shape = [1, 2, rows / 2, d];
+        let leaf = |v: Vec<f32>| {
+            Tensor::<B, 4>::from_data(TensorData::new(v, shape), &device).require_grad()
+        };
+        let close = |got: Tensor<B, 4>, want: Tensor<B, 4>, what: &str| {
+            let got: Vec<f32> = got.into_data().to_vec().unwrap();
+            let want: Vec<f32> = want.into_data().to_vec().unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 2e-5 * w.abs().max(1.0),
+                    "{what} {i}: {g} vs {w}"
+                );
+            }
+        };
+        let weights = Tensor::<B, 4>::from_data(TensorData::new(values(2.9), shape), &device);
+        // silu(g) * u
+        let (g, u, g2, u2) = (
+            leaf(values(0.3)),
+            leaf(values(1.7)),
+            leaf(values(0.3)),
+            leaf(values(1.7)),
+        );
+        let fused = silu_mul(g.clone(), u.clone());
+        let plain = activation::silu(g2.clone()) * u2.clone();
+        close(fused.clone(), plain.clone(), "silu_mul value");
+        let grads = (fused * weights.clone()).sum().backward();
+        let plain_grads = (plain * weights.clone()).sum().backward();
+        close(
+            g.grad(&grads).unwrap(),
+            g2.grad(&plain_grads).unwrap(),
+            "d/dgate",
+        );
+        close(
+            u.grad(&grads).unwrap(),
+            u2.grad(&plain_grads).unwrap(),
+            "d/dup",
+        );
+        // softmax(s) @ v, v: [1, 2, d, rows/2] so the product is [1, 2, rows/2, rows/2]
+        let (s, v, s2, v2) = (
+            leaf(values(0.9)),
+            leaf(values(4.1)),
+            leaf(values(0.9)),
+            leaf(values(4.1)),
+        );
+        let v_t = |v: Tensor<B, 4>| v.swap_dims(2, 3);
+        let fused = softmax_matmul(s.clone(), v_t(v.clone()));
+        let plain = activation::softmax(s2.clone(), 3).matmul(v_t(v2.clone()));
+        close(fused.clone(), plain.clone(), "softmax_matmul value");
+        let w = weights.narrow(3, 0, rows / 2);
+        let grads = (fused * w.clone()).sum().backward();
+        let plain_grads = (plain * w).sum().backward();
+        close(
+            s.grad(&grads).unwrap(),
+            s2.grad(&plain_grads).unwrap(),
+            "d/dscores",
+        );
+        close(
+            v.grad(&grads).unwrap(),
+            v2.grad(&plain_grads).unwrap(),
+            "d/dv",
+        );
     }
 
     #[test]
