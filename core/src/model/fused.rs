@@ -290,162 +290,117 @@ fn on_autodiff_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
 /// IEEE adds, multiplies and divides (no fused multiply-add), so every path gives
 /// the same bits.
 mod simd {
-    /// `g <- silu(g) * u = g / (1 + exp(-g)) * u`
-    pub fn silu_mul(g: &mut [f32], u: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { silu_mul_avx512(g, u) };
+    /// `pub fn $name(args) body`, compiled three times (AVX-512F, AVX2, plain) and
+    /// run as the best one the CPU has, checked at run time.
+    macro_rules! per_instruction_set {
+        ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+            $(#[$doc])*
+            pub fn $name($($arg: $ty),*) {
+                #[inline(always)]
+                fn body($($arg: $ty),*) $body
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f")]
+                    unsafe fn avx512($($arg: $ty),*) {
+                        body($($arg),*)
+                    }
+                    #[target_feature(enable = "avx2")]
+                    unsafe fn avx2($($arg: $ty),*) {
+                        body($($arg),*)
+                    }
+                    if is_x86_feature_detected!("avx512f") {
+                        // SAFETY: the CPU has AVX-512F (checked just above).
+                        return unsafe { avx512($($arg),*) };
+                    }
+                    if is_x86_feature_detected!("avx2") {
+                        // SAFETY: the CPU has AVX2 (checked just above).
+                        return unsafe { avx2($($arg),*) };
+                    }
+                }
+                body($($arg),*)
             }
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { silu_mul_avx2(g, u) };
+        };
+    }
+
+    per_instruction_set! {
+        /// `g <- silu(g) * u = g / (1 + exp(-g)) * u`
+        pub fn silu_mul(g: &mut [f32], u: &[f32]) {
+            for (g, &u) in g.iter_mut().zip(u) {
+                *g = *g / (1.0 + exp(-*g)) * u;
             }
         }
-        silu_mul_body(g, u)
     }
 
-    /// `x <- (x + y) / sqrt(mean((x + y)^2) + eps)` over one row.
-    pub fn add_rms_norm_row(x: &mut [f32], y: &[f32], eps: f32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { add_rms_norm_avx512(x, y, eps) };
+    per_instruction_set! {
+        /// `h = silu(g) u`, `dh/dg = u s (1 + g (1 - s))` with `s = sigmoid(g)`, `dh/du = silu(g)`.
+        pub fn silu_mul_grad(g: &[f32], u: &[f32], h: &mut [f32], dg: &mut [f32], du: &mut [f32]) {
+            let n = g.len().min(u.len()).min(h.len()).min(dg.len()).min(du.len());
+            for i in 0..n {
+                let (g, u) = (g[i], u[i]);
+                let s = 1.0 / (1.0 + exp(-g));
+                let silu = g * s;
+                h[i] = silu * u;
+                du[i] = silu;
+                dg[i] = u * (s * (1.0 + g * (1.0 - s)));
             }
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { add_rms_norm_avx2(x, y, eps) };
-            }
-        }
-        add_rms_norm_body(x, y, eps)
-    }
-
-    /// `x <- exp(x - max x) / sum exp(x - max x)` over one row.
-    pub fn softmax_row(x: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { softmax_avx512(x) };
-            }
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { softmax_avx2(x) };
-            }
-        }
-        softmax_body(x)
-    }
-
-    /// `h = silu(g) u`, `dh/dg = u s (1 + g (1 - s))` with `s = sigmoid(g)`, `dh/du = silu(g)`.
-    pub fn silu_mul_grad(g: &[f32], u: &[f32], h: &mut [f32], dg: &mut [f32], du: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { silu_mul_grad_avx512(g, u, h, dg, du) };
-            }
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { silu_mul_grad_avx2(g, u, h, dg, du) };
-            }
-        }
-        silu_mul_grad_body(g, u, h, dg, du)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn silu_mul_grad_avx512(
-        g: &[f32],
-        u: &[f32],
-        h: &mut [f32],
-        dg: &mut [f32],
-        du: &mut [f32],
-    ) {
-        silu_mul_grad_body(g, u, h, dg, du)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn silu_mul_grad_avx2(
-        g: &[f32],
-        u: &[f32],
-        h: &mut [f32],
-        dg: &mut [f32],
-        du: &mut [f32],
-    ) {
-        silu_mul_grad_body(g, u, h, dg, du)
-    }
-
-    #[inline(always)]
-    fn silu_mul_grad_body(g: &[f32], u: &[f32], h: &mut [f32], dg: &mut [f32], du: &mut [f32]) {
-        let n = g
-            .len()
-            .min(u.len())
-            .min(h.len())
-            .min(dg.len())
-            .min(du.len());
-        for i in 0..n {
-            let (g, u) = (g[i], u[i]);
-            let s = 1.0 / (1.0 + exp(-g));
-            let silu = g * s;
-            h[i] = silu * u;
-            du[i] = silu;
-            dg[i] = u * (s * (1.0 + g * (1.0 - s)));
         }
     }
 
-    /// `x <- exp(x - max x)` over one row.
-    pub fn exp_minus_max_row(x: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { exp_minus_max_avx512(x) };
+    per_instruction_set! {
+        /// `x <- (x + y) / sqrt(mean((x + y)^2) + eps)` over one row.
+        pub fn add_rms_norm_row(x: &mut [f32], y: &[f32], eps: f32) {
+            let mut partial = [0.0f32; LANES];
+            let mut xc = x.chunks_exact_mut(LANES);
+            let mut yc = y.chunks_exact(LANES);
+            for (x, y) in (&mut xc).zip(&mut yc) {
+                for i in 0..LANES {
+                    let s = x[i] + y[i];
+                    x[i] = s;
+                    partial[i] += s * s;
+                }
             }
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { exp_minus_max_avx2(x) };
+            for (x, y) in xc.into_remainder().iter_mut().zip(yc.remainder()) {
+                *x += *y;
+                partial[0] += *x * *x;
             }
-        }
-        exp_minus_max_body(x)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn exp_minus_max_avx512(x: &mut [f32]) {
-        exp_minus_max_body(x)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn exp_minus_max_avx2(x: &mut [f32]) {
-        exp_minus_max_body(x)
-    }
-
-    #[inline(always)]
-    fn exp_minus_max_body(x: &mut [f32]) {
-        let max = row_max(x);
-        for v in x.iter_mut() {
-            *v = exp(*v - max);
-        }
-    }
-
-    /// The largest value of a row (16 lanes, then the tail).
-    #[inline(always)]
-    fn row_max(x: &[f32]) -> f32 {
-        let mut lane_max = [f32::NEG_INFINITY; LANES];
-        let mut chunks = x.chunks_exact(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                lane_max[i] = lane_max[i].max(c[i]);
+            let inv = 1.0 / (pairwise_sum(partial) / x.len() as f32 + eps).sqrt();
+            for x in x.iter_mut() {
+                *x *= inv;
             }
         }
-        chunks.remainder().iter().fold(
-            lane_max.into_iter().fold(f32::NEG_INFINITY, f32::max),
-            |m, &v| m.max(v),
-        )
+    }
+
+    per_instruction_set! {
+        /// `x <- exp(x - max x) / sum exp(x - max x)` over one row.
+        pub fn softmax_row(x: &mut [f32]) {
+            let max = row_max(x);
+            let mut partial = [0.0f32; LANES];
+            let mut chunks = x.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    c[i] = exp(c[i] - max);
+                    partial[i] += c[i];
+                }
+            }
+            for v in chunks.into_remainder() {
+                *v = exp(*v - max);
+                partial[0] += *v;
+            }
+            let inv = 1.0 / pairwise_sum(partial);
+            for v in x.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+
+    per_instruction_set! {
+        /// `x <- exp(x - max x)` over one row.
+        pub fn exp_minus_max_row(x: &mut [f32]) {
+            let max = row_max(x);
+            for v in x.iter_mut() {
+                *v = exp(*v - max);
+            }
+        }
     }
 
     /// One head's rotate-half RoPE at one position.
@@ -461,37 +416,22 @@ mod simd {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn softmax_avx512(x: &mut [f32]) {
-        softmax_body(x)
-    }
+    /// Lanes of a row's reductions: 16 partial results the compiler keeps in one
+    /// vector.
+    const LANES: usize = 16;
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn softmax_avx2(x: &mut [f32]) {
-        softmax_body(x)
-    }
-
+    /// The largest value of a row.
     #[inline(always)]
-    fn softmax_body(x: &mut [f32]) {
-        let max = row_max(x);
-        let mut partial = [0.0f32; LANES];
-        let mut chunks = x.chunks_exact_mut(LANES);
+    fn row_max(x: &[f32]) -> f32 {
+        let mut lane_max = [f32::NEG_INFINITY; LANES];
+        let mut chunks = x.chunks_exact(LANES);
         for c in &mut chunks {
             for i in 0..LANES {
-                c[i] = exp(c[i] - max);
-                partial[i] += c[i];
+                lane_max[i] = lane_max[i].max(c[i]);
             }
         }
-        for v in chunks.into_remainder() {
-            *v = exp(*v - max);
-            partial[0] += *v;
-        }
-        let inv = 1.0 / pairwise_sum(partial);
-        for v in x.iter_mut() {
-            *v *= inv;
-        }
+        let max = lane_max.into_iter().fold(f32::NEG_INFINITY, f32::max);
+        chunks.remainder().iter().fold(max, |m, &v| m.max(v))
     }
 
     /// The lanes summed in a fixed pairwise order: the same bits whatever the
@@ -506,62 +446,6 @@ mod simd {
             }
         }
         partial[0]
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
-        silu_mul_body(g, u)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn silu_mul_avx2(g: &mut [f32], u: &[f32]) {
-        silu_mul_body(g, u)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn add_rms_norm_avx512(x: &mut [f32], y: &[f32], eps: f32) {
-        add_rms_norm_body(x, y, eps)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn add_rms_norm_avx2(x: &mut [f32], y: &[f32], eps: f32) {
-        add_rms_norm_body(x, y, eps)
-    }
-
-    #[inline(always)]
-    fn silu_mul_body(g: &mut [f32], u: &[f32]) {
-        for (g, &u) in g.iter_mut().zip(u) {
-            *g = *g / (1.0 + exp(-*g)) * u;
-        }
-    }
-
-    /// Lanes of the sum of squares: 16 partial sums the compiler keeps in one vector.
-    const LANES: usize = 16;
-
-    #[inline(always)]
-    fn add_rms_norm_body(x: &mut [f32], y: &[f32], eps: f32) {
-        let mut partial = [0.0f32; LANES];
-        let mut xc = x.chunks_exact_mut(LANES);
-        let mut yc = y.chunks_exact(LANES);
-        for (x, y) in (&mut xc).zip(&mut yc) {
-            for i in 0..LANES {
-                let s = x[i] + y[i];
-                x[i] = s;
-                partial[i] += s * s;
-            }
-        }
-        for (x, y) in xc.into_remainder().iter_mut().zip(yc.remainder()) {
-            *x += *y;
-            partial[0] += *x * *x;
-        }
-        let inv = 1.0 / (pairwise_sum(partial) / x.len() as f32 + eps).sqrt();
-        for x in x.iter_mut() {
-            *x *= inv;
-        }
     }
 
     /// `e^x` to about one ulp (Cephes' expf): `x = n ln2 + r` with |r| <= ln2/2,
@@ -582,7 +466,7 @@ mod simd {
         p = p * r + 8.333_452e-3;
         p = p * r + 4.166_579_6e-2;
         p = p * r + 1.666_666_5e-1;
-        p = p * r + 5.000_000_1e-1;
+        p = p * r + 0.5; // Cephes' 5.0000001201e-1, which rounds to 0.5 in f32
         let er = p * r * r + r + 1.0;
         // n is in [-126, 127] after the clamp, so n + 127 is a normal exponent. It
         // is read from the mantissa bits of n + 127 + 2^23 (no float-to-int cast,

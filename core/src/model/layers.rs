@@ -258,8 +258,10 @@ impl<B: Backend> Rope<B> {
 /// RoPE's `cos` and `sin` tables, `[positions, head_dim]` row-major, computed once per
 /// (positions, head_dim, theta) in the process.
 fn rope_tables(positions: usize, head_dim: usize, theta: f64) -> Arc<(Vec<f32>, Vec<f32>)> {
+    /// (positions, head_dim, theta's bits)
+    type Key = (usize, usize, u64);
     type Tables = Arc<(Vec<f32>, Vec<f32>)>;
-    static CACHE: Mutex<Vec<((usize, usize, u64), Tables)>> = Mutex::new(Vec::new());
+    static CACHE: Mutex<Vec<(Key, Tables)>> = Mutex::new(Vec::new());
     let key = (positions, head_dim, theta.to_bits());
     // A poisoned lock only means another thread panicked mid-insert; the list is
     // still a list of finished tables.
