@@ -481,6 +481,26 @@ mod tests {
     use super::*;
     use crate::B;
 
+    /// `amplitude * sin(0.618 i + seed)`, i < n: smooth values of both signs.
+    fn wave(n: usize, seed: f32, amplitude: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (i as f32 * 0.618 + seed).sin() * amplitude)
+            .collect()
+    }
+
+    /// Every element within `rtol` of `want`'s (absolute below 1).
+    fn assert_close<const D: usize>(got: Tensor<B, D>, want: Tensor<B, D>, rtol: f32, what: &str) {
+        let got: Vec<f32> = got.into_data().to_vec().unwrap();
+        let want: Vec<f32> = want.into_data().to_vec().unwrap();
+        assert_eq!(got.len(), want.len(), "{what}: sizes");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= rtol * w.abs().max(1.0),
+                "{what} element {i}: {g} vs {w}"
+            );
+        }
+    }
+
     #[test]
     fn exp_is_within_two_ulps_of_the_exact_value() {
         let mut worst = 0.0f64;
@@ -505,23 +525,11 @@ mod tests {
     fn fused_kernels_match_burns_ops() {
         let device: Device = Default::default();
         for (rows, d) in [(3, 5), (7, 512), (40, 97), (1, 16 * 1024 + 3)] {
-            let n = rows * d;
-            let values = |seed: f32| -> Vec<f32> {
-                (0..n)
-                    .map(|i| (i as f32 * 0.618 + seed).sin() * 6.0)
-                    .collect()
-            };
+            let values = |seed: f32| wave(rows * d, seed, 6.0);
             let t = |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [rows, d]), &device);
             let (a, b) = (values(0.3), values(1.7));
-            let close = |got: Tensor<B, 2>, want: Tensor<B, 2>, what: &str| {
-                let got: Vec<f32> = got.into_data().to_vec().unwrap();
-                let want: Vec<f32> = want.into_data().to_vec().unwrap();
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 4e-6 * w.abs().max(1.0),
-                        "{what} [{rows}x{d}] element {i}: {g} vs {w}"
-                    );
-                }
+            let close = |got, want, what: &str| {
+                assert_close(got, want, 4e-6, &format!("{what} [{rows}x{d}]"))
             };
             close(
                 silu_mul(t(a.clone()), t(b.clone())),
@@ -563,25 +571,12 @@ mod tests {
     fn tracked_kernels_give_burns_values_and_gradients() {
         let device = Device::autodiff(Device::default());
         let (rows, d) = (6, 37);
-        let values = |seed: f32| -> Vec<f32> {
-            (0..rows * d)
-                .map(|i| (i as f32 * 0.618 + seed).sin() * 5.0)
-                .collect()
-        };
+        let values = |seed: f32| wave(rows * d, seed, 5.0);
         let shape = [1, 2, rows / 2, d];
         let leaf = |v: Vec<f32>| {
             Tensor::<B, 4>::from_data(TensorData::new(v, shape), &device).require_grad()
         };
-        let close = |got: Tensor<B, 4>, want: Tensor<B, 4>, what: &str| {
-            let got: Vec<f32> = got.into_data().to_vec().unwrap();
-            let want: Vec<f32> = want.into_data().to_vec().unwrap();
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 2e-5 * w.abs().max(1.0),
-                    "{what} {i}: {g} vs {w}"
-                );
-            }
-        };
+        let close = |got, want, what: &str| assert_close::<4>(got, want, 2e-5, what);
         let weights = Tensor::<B, 4>::from_data(TensorData::new(values(2.9), shape), &device);
         // silu(g) * u
         let (g, u, g2, u2) = (
@@ -595,16 +590,9 @@ mod tests {
         close(fused.clone(), plain.clone(), "silu_mul value");
         let grads = (fused * weights.clone()).sum().backward();
         let plain_grads = (plain * weights.clone()).sum().backward();
-        close(
-            g.grad(&grads).unwrap(),
-            g2.grad(&plain_grads).unwrap(),
-            "d/dgate",
-        );
-        close(
-            u.grad(&grads).unwrap(),
-            u2.grad(&plain_grads).unwrap(),
-            "d/dup",
-        );
+        for (a, b, what) in [(&g, &g2, "d/dgate"), (&u, &u2, "d/dup")] {
+            close(a.grad(&grads).unwrap(), b.grad(&plain_grads).unwrap(), what);
+        }
         // softmax(s) @ v, v: [1, 2, d, rows/2] so the product is [1, 2, rows/2, rows/2]
         let (s, v, s2, v2) = (
             leaf(values(0.9)),
@@ -619,16 +607,9 @@ mod tests {
         let w = weights.narrow(3, 0, rows / 2);
         let grads = (fused * w.clone()).sum().backward();
         let plain_grads = (plain * w).sum().backward();
-        close(
-            s.grad(&grads).unwrap(),
-            s2.grad(&plain_grads).unwrap(),
-            "d/dscores",
-        );
-        close(
-            v.grad(&grads).unwrap(),
-            v2.grad(&plain_grads).unwrap(),
-            "d/dv",
-        );
+        for (a, b, what) in [(&s, &s2, "d/dscores"), (&v, &v2, "d/dv")] {
+            close(a.grad(&grads).unwrap(), b.grad(&plain_grads).unwrap(), what);
+        }
     }
 
     #[test]
