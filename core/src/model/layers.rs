@@ -42,11 +42,11 @@ pub fn casted_linear<B: Backend>(
 /// # Shapes
 /// `x: [..., d_in]` -> `[..., d_out]`
 pub fn linear_rows<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let mut dims = x.dims();
-    let [d_in, d_out] = layer.weight.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    dims[D - 1] = d_out;
-    layer.forward(x.reshape([rows, d_in])).reshape(dims)
+    let y = matmul_rows(x, layer.weight.val());
+    match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze(),
+        None => y,
+    }
 }
 
 /// `x W` over the last axis as one 2-D GEMM (see [`linear_rows`]).
