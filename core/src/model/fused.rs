@@ -157,34 +157,174 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
     if on_host(&scores) {
         return softmax_last(scores).matmul(v);
     }
-    let e = if on_autodiff_host(&scores) {
-        exp_minus_row_max_tracked(scores)
-    } else {
-        let max = scores.clone().detach().max_dim(3);
-        (scores - max).exp()
-    };
+    if on_autodiff_host(&scores) {
+        return exp_minus_row_max_matmul_tracked(scores, v);
+    }
+    let max = scores.clone().detach().max_dim(3);
+    let e = (scores - max).exp();
     let total = e.clone().sum_dim(3);
     e.matmul(v) / total
 }
 
-/// `exp(s - max s)` per row under autodiff on the CPU, the max a constant (as the
-/// detached max above). burn's `exp` runs on one thread with a scalar exp and again
-/// in backward; here the value e comes from one fused pass, and autodiff sees
-/// `e + (s - s') e` (s' the scores detached): the value is e bit for bit and the
-/// gradient `e ds`.
-fn exp_minus_row_max_tracked<B: Backend>(scores: Tensor<B, 4>) -> Tensor<B, 4> {
+/// Attention's core, `softmax(q k^T) v` per head, q already scaled.
+///
+/// On the host (no autodiff) flash-style: per (batch, head) and block of
+/// [`QUERY_BLOCK`] query rows, the block's scores, their softmax and the product
+/// with v, while the block's `[QUERY_BLOCK, seq]` scores are in cache; the
+/// `[seq, seq]` matrix is never written out, and q, k, v are read in place in their
+/// `[batch, seq, heads, d]` layout (no transposes). Elsewhere burn's ops, through
+/// [`softmax_matmul`].
+///
+/// # Shapes
+/// `q, k, v: [batch, seq, heads, d]` -> `[batch, seq, heads * d]`
+pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [batch, seq, heads, d] = q.dims();
+    let host = on_host(&q) && on_host(&k) && on_host(&v);
+    if !host || k.dims() != q.dims() || v.dims() != q.dims() {
+        // [B, S, H, D] -> [B, H, S, D]
+        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        let out = softmax_matmul(q.matmul(k.swap_dims(2, 3)), v);
+        return out.swap_dims(1, 2).reshape([batch, seq, heads * d]);
+    }
+    let device = q.device();
+    let (q, k, v) = (q.into_data(), k.into_data(), v.into_data());
+    // unwrap: f32, checked by `on_host`.
+    let (q, k, v) = (
+        q.as_slice::<f32>().unwrap(),
+        k.as_slice::<f32>().unwrap(),
+        v.as_slice::<f32>().unwrap(),
+    );
+    let mut out = vec![0.0f32; q.len()];
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    // Consecutive positions are `heads * d` apart; a head's d values are contiguous.
+    let (row, blocks) = ((heads * d) as isize, seq.div_ceil(QUERY_BLOCK));
+    (0..batch * heads * blocks).into_par_iter().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, task| {
+            let (b, h, block) = (
+                task / (heads * blocks),
+                task / blocks % heads,
+                task % blocks,
+            );
+            let (first, rows) = (
+                block * QUERY_BLOCK,
+                QUERY_BLOCK.min(seq - block * QUERY_BLOCK),
+            );
+            // (b, position 0, h, 0): the head's first value.
+            let head = b * seq * heads * d + h * d;
+            let query = head + first * heads * d;
+            scores.resize(rows * seq, 0.0);
+            // SAFETY: every pointer and stride stays inside its buffer: q/out rows
+            // `first..first + rows` and k/v rows `0..seq` of head h, d values each;
+            // `scores` holds rows x seq. Each task writes its own (rows, head) block
+            // of `out`, which no other task touches, and `out` outlives the loop.
+            unsafe {
+                // scores[i, j] = sum_c q[first + i, h, c] k[j, h, c]
+                gemm::gemm(
+                    rows,
+                    seq,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    seq as isize,
+                    false,
+                    q.as_ptr().add(query),
+                    1,
+                    row,
+                    k.as_ptr().add(head),
+                    row,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                for r in scores.chunks_exact_mut(seq) {
+                    simd::softmax_row(r);
+                }
+                // out[first + i, h, :] = sum_j p[i, j] v[j, h, :]
+                gemm::gemm(
+                    rows,
+                    d,
+                    seq,
+                    out_ptr.at(query),
+                    1,
+                    row,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    seq as isize,
+                    v.as_ptr().add(head),
+                    1,
+                    row,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+    let out = TensorData::new(out, [batch, seq, heads * d]);
+    Tensor::from_data(out, (&device, DType::F32))
+}
+
+/// Query rows per task of [`attention`]: 64 rows of scores over a sequence of 916
+/// are 234 KB, which stays in a core's L2 between the two products.
+const QUERY_BLOCK: usize = 64;
+
+/// The output buffer of [`attention`], shared by tasks that write disjoint blocks.
+struct SharedOut(*mut f32);
+
+// SAFETY: tasks write disjoint blocks of the buffer (see `attention`).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer `offset` values in (a method, so closures capture the whole
+    /// struct and not its raw-pointer field).
+    fn at(&self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the buffer (see `attention`).
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// `(exp(s - max s) @ v) / sum exp(s - max s)` under autodiff on the CPU, the max
+/// a constant (as the detached max above). burn's `exp` runs on one thread with a
+/// scalar exp and again in backward; here the exponentials e (and their row sums)
+/// come from one fused pass, constants, and with `z = (s - s') e` (s' and v'
+/// detached, so z is exactly zero and has the gradient `e ds`) autodiff sees
+/// `(e @ v + z @ v') / (sum e + sum z)`: the value bit for bit, and backward takes
+/// `d/dv` from the first product and the scores' gradient through z. Both products
+/// keep the same e (one `[seq, seq]` tensor per head, where `e + z` then `@ v`
+/// kept two), for one more GEMM in forward.
+fn exp_minus_row_max_matmul_tracked<B: Backend>(
+    scores: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let device = scores.device();
-    let d = scores.dims()[3];
+    let [batch, heads, seq, d] = scores.dims();
     let mut e = scores.clone().into_data();
     // unwrap: f32, checked by `on_autodiff_host`.
     let es = e.as_mut_slice::<f32>().unwrap();
-    es.par_chunks_mut((CHUNK / d).max(1) * d).for_each(|x| {
-        for row in x.chunks_exact_mut(d) {
-            simd::exp_minus_max_row(row);
-        }
-    });
+    let mut total = vec![0.0f32; batch * heads * seq];
+    let rows = (CHUNK / d).max(1);
+    es.par_chunks_mut(rows * d)
+        .zip(total.par_chunks_mut(rows))
+        .for_each(|(x, total)| {
+            for (row, total) in x.chunks_exact_mut(d).zip(total) {
+                simd::exp_minus_max_row(row, total);
+            }
+        });
     let e = Tensor::<B, 4>::from_data(e, (&device, DType::F32));
-    e.clone() + (scores.clone() - scores.detach()) * e
+    let total = TensorData::new(total, [batch, heads, seq, 1]);
+    let total = Tensor::<B, 4>::from_data(total, (&device, DType::F32));
+    let z = (scores.clone() - scores.detach()) * e.clone();
+    let total = total + z.clone().sum_dim(3);
+    (e.matmul(v.clone()) + z.matmul(v.detach())) / total
 }
 
 /// Rotate-half RoPE, `x*cos + rotate_half(x)*sin` with `rotate_half(x) = cat(-x2, x1)`,
@@ -394,12 +534,22 @@ mod simd {
     }
 
     per_instruction_set! {
-        /// `x <- exp(x - max x)` over one row.
-        pub fn exp_minus_max_row(x: &mut [f32]) {
+        /// `x <- exp(x - max x)` over one row, `total <- sum x`.
+        pub fn exp_minus_max_row(x: &mut [f32], total: &mut f32) {
             let max = row_max(x);
-            for v in x.iter_mut() {
-                *v = exp(*v - max);
+            let mut partial = [0.0f32; LANES];
+            let mut chunks = x.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    c[i] = exp(c[i] - max);
+                    partial[i] += c[i];
+                }
             }
+            for v in chunks.into_remainder() {
+                *v = exp(*v - max);
+                partial[0] += *v;
+            }
+            *total = pairwise_sum(partial);
         }
     }
 
@@ -562,6 +712,34 @@ mod tests {
                 got.into_data().to_vec::<f32>().unwrap(),
                 want,
                 "{batch}x{a}x{b}"
+            );
+        }
+    }
+
+    /// The blocked attention against burn's matmul, softmax, matmul: sequences
+    /// shorter and longer than a query block and not a multiple of it.
+    #[test]
+    fn fused_attention_matches_burns_ops() {
+        let device: Device = Default::default();
+        for [batch, seq, heads, d] in [[1, 3, 1, 2], [2, 70, 3, 5], [1, 129, 2, 32]] {
+            let n = batch * seq * heads * d;
+            let t = |seed: f32| {
+                let v = wave(n, seed, 2.0);
+                Tensor::<B, 4>::from_data(TensorData::new(v, [batch, seq, heads, d]), &device)
+            };
+            let (q, k, v) = (t(0.3), t(1.7), t(2.9));
+            let heads_first = |x: Tensor<B, 4>| x.swap_dims(1, 2);
+            let scores = heads_first(q.clone()).matmul(heads_first(k.clone()).swap_dims(2, 3));
+            let want = activation::softmax(scores, 3)
+                .matmul(heads_first(v.clone()))
+                .swap_dims(1, 2)
+                .reshape([batch, seq, heads * d]);
+            let got = attention(q, k, v);
+            assert_close(
+                got,
+                want,
+                4e-6,
+                &format!("attention {batch}x{seq}x{heads}x{d}"),
             );
         }
     }

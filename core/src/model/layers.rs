@@ -247,11 +247,24 @@ impl<B: Backend> Rope<B> {
     /// [`Self::apply`] in burn's ops (autodiff, GPUs). `rotate_half(x)` is one
     /// small GEMM with the signed permutation `rotate` (exact: one ±x and zeros per
     /// output), so x is never cut into strided halves, forward or backward.
+    ///
+    /// The tables are repeated over heads and the products taken on `[batch, seq *
+    /// heads * head_dim]` rows: a table then is one row shared by every batch row,
+    /// which burn-flex multiplies with SIMD, forward and backward (a `[seq, 1,
+    /// head_dim]` table broadcast over heads goes element by element).
     pub fn apply_with_burn(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, seq, heads, d] = x.dims();
+        let rows = |t: Tensor<B, 4>| t.reshape([batch, seq * heads * d]);
+        let table = |t: &Tensor<B, 2>| {
+            t.clone()
+                .narrow(0, 0, seq)
+                .unsqueeze_dim::<3>(1)
+                .repeat_dim(1, heads)
+                .reshape([1, seq * heads * d])
+        };
         let rotated = matmul_rows(x.clone(), self.rotate.clone());
-        let cos = self.cos.clone().unsqueeze_dim::<3>(1).unsqueeze::<4>();
-        let sin = self.sin.clone().unsqueeze_dim::<3>(1).unsqueeze::<4>();
-        x * cos + rotated * sin
+        let out = rows(x) * table(&self.cos) + rows(rotated) * table(&self.sin);
+        out.reshape([batch, seq, heads, d])
     }
 }
 
@@ -329,11 +342,7 @@ impl<B: Backend> Attention<B> {
         // The 1/sqrt(head_dim) scale on q rather than on the scores: the same
         // product, and a pass over seq x head_dim values instead of seq x seq.
         let q = q / (d as f64).sqrt();
-        // [B, S, H, D] -> [B, H, S, D]
-        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
-        let scores = q.matmul(k.swap_dims(2, 3));
-        let out = fused::softmax_matmul(scores, v);
-        let out = out.swap_dims(1, 2).reshape([batch, seq, h * d]);
+        let out = fused::attention(q, k, v);
         linear_rows(&self.o_proj, out)
     }
 }
