@@ -71,26 +71,33 @@ pub fn silu_mul<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>
 /// `h + ((g - g') dh/dg + (u - u') dh/du)`, g' and u' the inputs detached: the
 /// brackets are exactly zero, so the value is h bit for bit, and backward multiplies
 /// the incoming gradient by the two derivatives (the only tensors it keeps).
+///
+/// The brackets are taken first: the graph keeps nothing of g and u after them, so
+/// their buffers are then read without a copy and overwritten with h and dh/dg.
 fn silu_mul_tracked<B: Backend, const D: usize>(
     gate: Tensor<B, D>,
     up: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let (device, shape) = (gate.device(), gate.shape());
-    let (g, u) = (gate.clone().into_data(), up.clone().into_data());
+    let device = gate.device();
+    let (gate_diff, up_diff) = (
+        gate.clone() - gate.clone().detach(),
+        up.clone() - up.clone().detach(),
+    );
+    let (mut h, mut dh_dg) = (gate.into_data(), up.into_data());
     // unwrap: both are f32 (checked by `on_autodiff_host`).
-    let (gs, us) = (g.as_slice::<f32>().unwrap(), u.as_slice::<f32>().unwrap());
-    let n = gs.len();
-    let (mut h, mut dh_dg, mut dh_du) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-    h.par_chunks_mut(CHUNK)
-        .zip(dh_dg.par_chunks_mut(CHUNK))
+    let (hs, dgs) = (
+        h.as_mut_slice::<f32>().unwrap(),
+        dh_dg.as_mut_slice::<f32>().unwrap(),
+    );
+    let mut dh_du = vec![0.0f32; hs.len()];
+    hs.par_chunks_mut(CHUNK)
+        .zip(dgs.par_chunks_mut(CHUNK))
         .zip(dh_du.par_chunks_mut(CHUNK))
-        .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK)))
-        .for_each(|(((h, dg), du), (g, u))| simd::silu_mul_grad(g, u, h, dg, du));
-    let constant = |v: Vec<f32>| {
-        Tensor::<B, D>::from_data(TensorData::new(v, shape.clone()), (&device, DType::F32))
-    };
+        .for_each(|((g_to_h, u_to_dg), du)| simd::silu_mul_grad(g_to_h, u_to_dg, du));
+    let dh_du = TensorData::new(dh_du, h.shape.clone());
+    let constant = |v: TensorData| Tensor::<B, D>::from_data(v, (&device, DType::F32));
     let (h, dh_dg, dh_du) = (constant(h), constant(dh_dg), constant(dh_du));
-    h + ((gate.clone() - gate.detach()) * dh_dg + (up.clone() - up.detach()) * dh_du)
+    h + (gate_diff * dh_dg + up_diff * dh_du)
 }
 
 /// `rms_norm(x + y)` over the last axis: the residual add and the post-norm of a block.
@@ -294,57 +301,65 @@ impl SharedOut {
 
 /// `(exp(s - max s) @ v) / sum exp(s - max s)` under autodiff on the CPU, the max
 /// a constant (as the detached max above). burn's `exp` runs on one thread with a
-/// scalar exp and again in backward; here the exponentials e (and their row sums)
-/// come from one fused pass, constants, and with `z = (s - s') e` (s' and v'
-/// detached, so z is exactly zero and has the gradient `e ds`) autodiff sees
-/// `(e @ v + z @ v') / (sum e + sum z)`: the value bit for bit, and backward takes
-/// `d/dv` from the first product and the scores' gradient through z. Both products
-/// keep the same e (one `[seq, seq]` tensor per head, where `e + z` then `@ v`
-/// kept two), for one more GEMM in forward.
+/// scalar exp and again in backward; here the exponentials e come from one fused
+/// pass, a constant, and with `z = (s - s') e` (s' detached: z is exactly zero, and
+/// its gradient is `e ds`) autodiff sees `u = e @ [v | 1] + z @ [v' | 1]` (v'
+/// detached) and `u[.., :d] / u[.., d]`: the row sums come out of the GEMMs as a
+/// column of ones, and backward takes `d/dv` from the first product and the scores'
+/// gradient, normalisation included, through z. Both products keep the same e (one
+/// `[seq, seq]` tensor per head, where `e + z` then `@ v` kept two), for one more
+/// GEMM in forward and no `[seq, seq]` pass for the sums, forward or backward.
+///
+/// The scores' buffer becomes e without a copy: `s - s'` is taken first, and the
+/// graph keeps nothing of s after it.
 fn exp_minus_row_max_matmul_tracked<B: Backend>(
     scores: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     let device = scores.device();
-    let [batch, heads, seq, d] = scores.dims();
-    let mut e = scores.clone().into_data();
+    let [batch, heads, queries, keys] = scores.dims();
+    let d = v.dims()[3];
+    let scores_diff = scores.clone() - scores.clone().detach();
+    let mut e = scores.into_data();
     // unwrap: f32, checked by `on_autodiff_host`.
     let es = e.as_mut_slice::<f32>().unwrap();
-    let mut total = vec![0.0f32; batch * heads * seq];
-    let rows = (CHUNK / d).max(1);
-    es.par_chunks_mut(rows * d)
-        .zip(total.par_chunks_mut(rows))
-        .for_each(|(x, total)| {
-            for (row, total) in x.chunks_exact_mut(d).zip(total) {
-                simd::exp_minus_max_row(row, total);
+    es.par_chunks_mut((CHUNK / keys).max(1) * keys)
+        .for_each(|x| {
+            for row in x.chunks_exact_mut(keys) {
+                simd::exp_minus_max_row(row);
             }
         });
     let e = Tensor::<B, 4>::from_data(e, (&device, DType::F32));
-    let total = TensorData::new(total, [batch, heads, seq, 1]);
-    let total = Tensor::<B, 4>::from_data(total, (&device, DType::F32));
-    let z = (scores.clone() - scores.detach()) * e.clone();
-    let total = total + z.clone().sum_dim(3);
-    (e.matmul(v.clone()) + z.matmul(v.detach())) / total
+    let z = scores_diff * e.clone();
+    let ones = Tensor::<B, 4>::ones([batch, heads, keys, 1], &device);
+    let v1 = Tensor::cat(vec![v, ones], 3);
+    let u = e.matmul(v1.clone()) + z.matmul(v1.detach());
+    // The sums as a contiguous column: the division then runs burn-flex's SIMD
+    // per-row path.
+    let total = u
+        .clone()
+        .narrow(3, d, 1)
+        .reshape([batch, heads, queries, 1]);
+    u.narrow(3, 0, d) / total
 }
 
 /// Rotate-half RoPE, `x*cos + rotate_half(x)*sin` with `rotate_half(x) = cat(-x2, x1)`,
-/// where `cos` and `sin` hold one row per position. Returns `None` where burn's ops
-/// must run (see [`on_host`]).
+/// where `cos` and `sin` hold one row per position, in x's buffer. Gives x back
+/// (`Err`) where burn's ops must run (see [`on_host`]).
 ///
 /// # Shapes
 /// `x: [batch, seq, heads, head_dim]`, `cos, sin: [positions >= seq, head_dim]` -> like x
 pub fn rope<B: Backend>(
-    x: &Tensor<B, 4>,
+    x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
-) -> Option<Tensor<B, 4>> {
-    if !on_host(x) || !on_host(cos) || !on_host(sin) {
-        return None;
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    if !on_host(&x) || !on_host(cos) || !on_host(sin) {
+        return Err(x);
     }
     let [_, seq, heads, d] = x.dims();
     let device = x.device();
-    // A view of q|k|v is copied here into a buffer of its own (the one written).
-    let mut a = x.clone().into_data();
+    let mut a = x.into_data();
     let (cos, sin) = (cos.clone().into_data(), sin.clone().into_data());
     // unwrap: f32, checked by `on_host`.
     let xs = a.as_mut_slice::<f32>().unwrap();
@@ -360,7 +375,7 @@ pub fn rope<B: Backend>(
             simd::rope_row(head, cos, sin);
         }
     });
-    Some(Tensor::from_data(a, (&device, DType::F32)))
+    Ok(Tensor::from_data(a, (&device, DType::F32)))
 }
 
 /// `x` with its last two axes swapped, laid out row-major (the `mlp_t` mixer's
@@ -472,16 +487,17 @@ mod simd {
     }
 
     per_instruction_set! {
-        /// `h = silu(g) u`, `dh/dg = u s (1 + g (1 - s))` with `s = sigmoid(g)`, `dh/du = silu(g)`.
-        pub fn silu_mul_grad(g: &[f32], u: &[f32], h: &mut [f32], dg: &mut [f32], du: &mut [f32]) {
-            let n = g.len().min(u.len()).min(h.len()).min(dg.len()).min(du.len());
+        /// `g <- h = silu(g) u`, `u <- dh/dg = u s (1 + g (1 - s))` with `s = sigmoid(g)`,
+        /// `du <- dh/du = silu(g)`.
+        pub fn silu_mul_grad(g: &mut [f32], u: &mut [f32], du: &mut [f32]) {
+            let n = g.len().min(u.len()).min(du.len());
             for i in 0..n {
-                let (g, u) = (g[i], u[i]);
-                let s = 1.0 / (1.0 + exp(-g));
-                let silu = g * s;
-                h[i] = silu * u;
+                let (gi, ui) = (g[i], u[i]);
+                let s = 1.0 / (1.0 + exp(-gi));
+                let silu = gi * s;
+                g[i] = silu * ui;
                 du[i] = silu;
-                dg[i] = u * (s * (1.0 + g * (1.0 - s)));
+                u[i] = ui * (s * (1.0 + gi * (1.0 - s)));
             }
         }
     }
@@ -534,22 +550,12 @@ mod simd {
     }
 
     per_instruction_set! {
-        /// `x <- exp(x - max x)` over one row, `total <- sum x`.
-        pub fn exp_minus_max_row(x: &mut [f32], total: &mut f32) {
+        /// `x <- exp(x - max x)` over one row.
+        pub fn exp_minus_max_row(x: &mut [f32]) {
             let max = row_max(x);
-            let mut partial = [0.0f32; LANES];
-            let mut chunks = x.chunks_exact_mut(LANES);
-            for c in &mut chunks {
-                for i in 0..LANES {
-                    c[i] = exp(c[i] - max);
-                    partial[i] += c[i];
-                }
-            }
-            for v in chunks.into_remainder() {
+            for v in x.iter_mut() {
                 *v = exp(*v - max);
-                partial[0] += *v;
             }
-            *total = pairwise_sum(partial);
         }
     }
 
