@@ -173,6 +173,79 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
     e.matmul(v) / total
 }
 
+/// `x @ w` on the host without autodiff: one GEMM (the gemm crate's, as burn-flex's)
+/// per block of rows, the blocks on every core, into an output that is written once.
+/// burn-flex's matmul fills its output with zeros and then copies it to realign it
+/// (a tenth of trm-sudoku-mlpt's evaluation, docs/performance.md). The weight,
+/// shared with the module, is copied once to be read. Gives the inputs back (`Err`)
+/// where burn's matmul must run (see [`on_host`]).
+///
+/// # Shapes
+/// `x: [m, k]`, `w: [k, n]` (a column view of a wider weight too) -> `[m, n]`
+#[allow(clippy::type_complexity)]
+pub fn matmul<B: Backend>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>)> {
+    let ([m, k], [k_w, n]) = (x.dims(), w.dims());
+    if !on_host(&x) || !on_host(&w) || k != k_w || m == 0 || n == 0 {
+        return Err((x, w));
+    }
+    let device = x.device();
+    let (x, w) = (x.into_data(), w.into_data());
+    // unwrap: f32, checked by `on_host`.
+    let (x, w) = (x.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap());
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    // Blocks of rows, one per thread, each at least MATMUL_ROWS tall.
+    let blocks = rayon::current_num_threads()
+        .min(m.div_ceil(MATMUL_ROWS))
+        .max(1);
+    let block_rows = m.div_ceil(blocks);
+    (0..m.div_ceil(block_rows))
+        .into_par_iter()
+        .for_each(|block| {
+            let (first, rows) = (block * block_rows, block_rows.min(m - block * block_rows));
+            // SAFETY: rows `first..first + rows` of x (k values each) and of out (n
+            // each) are inside their buffers; the blocks are disjoint, and with
+            // `read_dst` false the GEMM writes every element of its block without
+            // reading it.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    n,
+                    k,
+                    out_ptr.at(first * n),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr().add(first * k),
+                    1,
+                    k as isize,
+                    w.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    // SAFETY: the blocks cover rows 0..m, and the GEMMs wrote all m x n values.
+    unsafe { out.set_len(m * n) };
+    Ok(Tensor::from_data(
+        TensorData::new(out, [m, n]),
+        (&device, DType::F32),
+    ))
+}
+
+/// The fewest rows per block of [`matmul`]: below that a GEMM call's packing of w
+/// costs more than a second core saves.
+const MATMUL_ROWS: usize = 64;
+
 /// Attention's core, `softmax(q k^T) v` per head, q already scaled.
 ///
 /// On the host (no autodiff): one task per (batch, head) and block of
@@ -721,6 +794,27 @@ mod tests {
                 want,
                 "{batch}x{a}x{b}"
             );
+        }
+    }
+
+    /// The row-blocked GEMM against burn's matmul: fewer rows than a block, rows
+    /// not a multiple of the blocks, and a column view of a wider weight (as
+    /// SwiGLU's gate and up are).
+    #[test]
+    fn fused_matmul_matches_burns() {
+        let device: Device = Default::default();
+        for [m, k, n] in [[1, 3, 2], [63, 17, 5], [301, 40, 33]] {
+            let t = |rows: usize, cols: usize, seed: f32| {
+                let v = wave(rows * cols, seed, 1.5);
+                Tensor::<B, 2>::from_data(TensorData::new(v, [rows, cols]), &device)
+            };
+            let x = t(m, k, 0.3);
+            let wide = t(k, 2 * n, 1.1);
+            for w in [wide.clone().narrow(1, 0, n), wide.clone().narrow(1, n, n)] {
+                let want = x.clone().matmul(w.clone());
+                let got = matmul(x.clone(), w).unwrap_or_else(|_| panic!("host f32 tensors"));
+                assert_close(got, want, 1e-5, &format!("matmul {m}x{k}x{n}"));
+            }
         }
     }
 

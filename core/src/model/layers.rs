@@ -58,7 +58,10 @@ pub fn matmul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>)
     let [k, n] = w.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
     dims[D - 1] = n;
-    x.reshape([rows, k]).matmul(w).reshape(dims)
+    match fused::matmul(x.reshape([rows, k]), w) {
+        Ok(y) => y.reshape(dims),
+        Err((x, w)) => x.matmul(w).reshape(dims),
+    }
 }
 
 /// An embedding table `[n, d]` with truncated-normal init of std `std`.
