@@ -211,26 +211,11 @@ pub fn matmul<B: Backend>(
             // `read_dst` false the GEMM writes every element of its block without
             // reading it.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    n,
-                    k,
-                    out_ptr.at(first * n),
-                    1,
-                    n as isize,
-                    false,
-                    x.as_ptr().add(first * k),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                gemm_into(
+                    [rows, k, n],
+                    (out_ptr.at(first * n), n as isize),
+                    (x.as_ptr().add(first * k), k as isize, 1),
+                    (w.as_ptr(), n as isize, 1),
                 );
             }
         });
@@ -299,51 +284,21 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
             // of `out`, which no other task touches, and `out` outlives the loop.
             unsafe {
                 // scores[i, j] = sum_c q[first + i, h, c] k[j, h, c]
-                gemm::gemm(
-                    rows,
-                    seq,
-                    d,
-                    scores.as_mut_ptr(),
-                    1,
-                    seq as isize,
-                    false,
-                    q.as_ptr().add(query),
-                    1,
-                    row,
-                    k.as_ptr().add(head),
-                    row,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                gemm_into(
+                    [rows, d, seq],
+                    (scores.as_mut_ptr(), seq as isize),
+                    (q.as_ptr().add(query), row, 1),
+                    (k.as_ptr().add(head), 1, row),
                 );
                 for r in scores.chunks_exact_mut(seq) {
                     simd::softmax_row(r);
                 }
                 // out[first + i, h, :] = sum_j p[i, j] v[j, h, :]
-                gemm::gemm(
-                    rows,
-                    d,
-                    seq,
-                    out_ptr.at(query),
-                    1,
-                    row,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    seq as isize,
-                    v.as_ptr().add(head),
-                    1,
-                    row,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                gemm_into(
+                    [rows, seq, d],
+                    (out_ptr.at(query), row),
+                    (scores.as_ptr(), seq as isize, 1),
+                    (v.as_ptr().add(head), row, 1),
                 );
             }
         },
@@ -359,17 +314,59 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
 /// examples/s with 64 rows, 0.054 and 0.055 with 1024; dis-compact's unchanged.
 const QUERY_BLOCK: usize = 1024;
 
-/// The output buffer of [`attention`], shared by tasks that write disjoint blocks.
+/// `dst = lhs @ rhs` on the calling thread (callers run one per core), for an
+/// `m x k` lhs and a `k x n` rhs given as (pointer, row stride, column stride) in
+/// elements, and dst as (pointer, row stride) with contiguous columns. The gemm
+/// crate's (burn-flex's GEMM), with `read_dst` false: every element of dst is
+/// written, none is read.
+///
+/// # Safety
+/// Every element the shapes and strides address lies inside its buffer, and no one
+/// else touches dst's elements meanwhile.
+unsafe fn gemm_into(
+    [m, k, n]: [usize; 3],
+    (dst, dst_rs): (*mut f32, isize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
+) {
+    // SAFETY: the caller's contract (above).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs,
+            false,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The output buffer of [`attention`] and [`matmul`], shared by tasks that write
+/// disjoint blocks.
 struct SharedOut(*mut f32);
 
-// SAFETY: tasks write disjoint blocks of the buffer (see `attention`).
+// SAFETY: tasks write disjoint blocks of the buffer (see `attention` and `matmul`).
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// The pointer `offset` values in (a method, so closures capture the whole
     /// struct and not its raw-pointer field).
     fn at(&self, offset: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the buffer (see `attention`).
+        // SAFETY: callers stay inside the buffer (see `attention` and `matmul`).
         unsafe { self.0.add(offset) }
     }
 }
