@@ -178,7 +178,8 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
 /// burn-flex's matmul fills its output with zeros and then copies it to realign it
 /// (a tenth of trm-sudoku-mlpt's evaluation, docs/performance.md). The weight,
 /// shared with the module, is copied once to be read. Gives the inputs back (`Err`)
-/// where burn's matmul must run (see [`on_host`]).
+/// where burn's matmul must run (see [`on_host`]), and for empty shapes (with
+/// `k = 0` the GEMM would write nothing).
 ///
 /// # Shapes
 /// `x: [m, k]`, `w: [k, n]` (a column view of a wider weight too) -> `[m, n]`
@@ -188,7 +189,7 @@ pub fn matmul<B: Backend>(
     w: Tensor<B, 2>,
 ) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>)> {
     let ([m, k], [k_w, n]) = (x.dims(), w.dims());
-    if !on_host(&x) || !on_host(&w) || k != k_w || m == 0 || n == 0 {
+    if !on_host(&x) || !on_host(&w) || k != k_w || m == 0 || n == 0 || k == 0 {
         return Err((x, w));
     }
     let device = x.device();
