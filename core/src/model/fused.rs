@@ -259,7 +259,8 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
         k.as_slice::<f32>().unwrap(),
         v.as_slice::<f32>().unwrap(),
     );
-    let mut out = vec![0.0f32; q.len()];
+    // Written once, by the tasks' second GEMMs (see `gemm_into`); not zeroed first.
+    let mut out = Vec::<f32>::with_capacity(q.len());
     let out_ptr = SharedOut(out.as_mut_ptr());
     // Consecutive positions are `heads * d` apart; a head's d values are contiguous.
     let (row, blocks) = ((heads * d) as isize, seq.div_ceil(QUERY_BLOCK));
@@ -304,6 +305,9 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
             }
         },
     );
+    // SAFETY: the tasks cover every (batch, head, query row), and each wrote its
+    // rows x d block of out.
+    unsafe { out.set_len(q.len()) };
     let out = TensorData::new(out, [batch, seq, heads * d]);
     Tensor::from_data(out, (&device, DType::F32))
 }
