@@ -10,11 +10,13 @@
 //! * without autodiff (evaluation, TRM's first T-1 cycles, HRM's early updates), on
 //!   f32 tensors of the flex device, whose memory is the host's: `into_data` and
 //!   `from_data` move the buffer, and the result is written into an input's buffer;
-//! * under autodiff on the flex device, SwiGLU's product and attention's
-//!   exponentials: the value and its derivatives come from one fused pass and join
-//!   the graph as `value + (x - x') * derivative`, x' the input detached. The bracket
-//!   is exactly zero, so the value is the kernel's bit for bit, and burn's backward
-//!   multiplies the incoming gradient by the derivative.
+//! * under autodiff on the flex device, SwiGLU's product: the value and its
+//!   derivatives come from one fused pass and join the graph as `value + (x - x') *
+//!   derivative`, x' the input detached. The bracket is exactly zero, so the value is
+//!   the kernel's bit for bit, and burn's backward multiplies the incoming gradient
+//!   by the derivative. Attention's exponentials are host constants the same way,
+//!   and its gradients run through a product that is exactly zero in value
+//!   ([`attention`], under autodiff).
 //!
 //! Everywhere else (GPUs, ndarray, other float types) the same functions run burn's
 //! ops. burn 0.21 has no hook to add a kernel, or a backward, to its CPU backend,
@@ -22,7 +24,7 @@
 
 use std::any::Any;
 
-use burn::tensor::{activation, backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{activation, backend::Backend, DType, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::Device;
@@ -164,9 +166,6 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
     if on_host(&scores) {
         return softmax_last(scores).matmul(v);
     }
-    if on_autodiff_host(&scores) {
-        return exp_minus_row_max_matmul_tracked(scores, v);
-    }
     let max = scores.clone().detach().max_dim(3);
     let e = (scores - max).exp();
     let total = e.clone().sum_dim(3);
@@ -238,14 +237,20 @@ const MATMUL_ROWS: usize = 64;
 /// [`QUERY_BLOCK`] query rows computes the block's scores, their softmax in place and
 /// the product with v, on its own core; the `[batch, heads, seq, seq]` scores are
 /// never allocated, and q, k, v are read in place in their `[batch, seq, heads, d]`
-/// layout (no transposes). Elsewhere burn's ops, through [`softmax_matmul`].
+/// layout (no transposes). Under autodiff on the host, burn's graph over host
+/// constants (`attention_tracked`). Elsewhere burn's ops, through [`softmax_matmul`].
 ///
 /// # Shapes
 /// `q, k, v: [batch, seq, heads, d]` -> `[batch, seq, heads * d]`
 pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
     let [batch, seq, heads, d] = q.dims();
+    let same = k.dims() == q.dims() && v.dims() == q.dims();
+    let tracked = on_autodiff_host(&q) && on_autodiff_host(&k) && on_autodiff_host(&v);
+    if tracked && same && seq > 0 && d > 0 {
+        return attention_tracked(q, k, v);
+    }
     let host = on_host(&q) && on_host(&k) && on_host(&v);
-    if !host || k.dims() != q.dims() || v.dims() != q.dims() {
+    if !host || !same {
         // [B, S, H, D] -> [B, H, S, D]
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         let out = softmax_matmul(q.matmul(k.swap_dims(2, 3)), v);
@@ -376,48 +381,133 @@ impl SharedOut {
     }
 }
 
-/// `(exp(s - max s) @ v) / sum exp(s - max s)` under autodiff on the CPU, the max
-/// a constant (as the detached max above). burn's `exp` runs on one thread with a
-/// scalar exp and again in backward; here the exponentials e come from one fused
-/// pass, a constant, and with `z = (s - s') e` (s' detached: z is exactly zero, and
-/// its gradient is `e ds`) autodiff sees `u = e @ [v | 1] + z @ [v' | 1]` (v'
-/// detached) and `u[.., :d] / u[.., d]`: the row sums come out of the GEMMs as a
-/// column of ones, and backward takes `d/dv` from the first product and the scores'
-/// gradient, normalisation included, through z. Both products keep the same e (one
-/// `[seq, seq]` tensor per head, where `e + z` then `@ v` kept two), for one more
-/// GEMM in forward and no `[seq, seq]` pass for the sums, forward or backward.
+/// Attention's core under autodiff on the CPU, `softmax(q k^T) v` per head (q
+/// already scaled): burn's graph and backward, with constants from the host.
 ///
-/// The scores' buffer becomes e without a copy: `s - s'` is taken first, and the
-/// graph keeps nothing of s after it.
-fn exp_minus_row_max_matmul_tracked<B: Backend>(
-    scores: Tensor<B, 4>,
+/// Per head, e = `exp(s - max s)` and its row sums l come from one host pass over
+/// the values of q and k (constants, as the detached max of the plain form). Then
+///
+/// * `a = e @ v` carries `d/dv`, and its value is the unnormalised output;
+/// * `c = (s * e) @ [v' | 1]` (s = q k^T tracked, v' detached) carries the scores'
+///   gradient: `c - c'` is exactly zero, and its gradient is what reaches s;
+/// * `out = (a + (c - c')[.., :d]) / (l + (c - c')[.., d])`: the value `a / l`, and
+///   the normaliser's part of the gradient through the denominator.
+///
+/// burn's graph keeps one `[seq, seq]` tensor per head, e (the scores are not kept).
+/// Heads go first and come back by row gathers (`select`), whose backward is a row
+/// scatter, so gradients leave contiguous; swapped views made burn-flex copy them
+/// element by element.
+///
+/// # Shapes
+/// `q, k, v: [batch, seq, heads, d]` (seq, d > 0) -> `[batch, seq, heads * d]`
+fn attention_tracked<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-) -> Tensor<B, 4> {
-    let device = scores.device();
-    let [batch, heads, queries, keys] = scores.dims();
-    let d = v.dims()[3];
-    let scores_diff = scores.clone() - scores.clone().detach();
-    let mut e = scores.into_data();
-    // unwrap: f32, checked by `on_autodiff_host`.
-    let es = e.as_mut_slice::<f32>().unwrap();
-    es.par_chunks_mut((CHUNK / keys).max(1) * keys)
-        .for_each(|x| {
-            for row in x.chunks_exact_mut(keys) {
-                simd::exp_minus_max_row(row);
-            }
-        });
+) -> Tensor<B, 3> {
+    let [batch, seq, heads, d] = q.dims();
+    let (device, rows) = (q.device(), batch * heads * seq);
+    let values = |x: &Tensor<B, 4>| x.clone().detach().into_data();
+    let (e, sums, v1) = exp_scores(
+        [batch, seq, heads, d],
+        &values(&q),
+        &values(&k),
+        &values(&v),
+    );
     let e = Tensor::<B, 4>::from_data(e, (&device, DType::F32));
-    let z = scores_diff * e.clone();
-    let ones = Tensor::<B, 4>::ones([batch, heads, keys, 1], &device);
-    let v1 = Tensor::cat(vec![v, ones], 3);
-    let u = e.matmul(v1.clone()) + z.matmul(v1.detach());
-    // The sums as a contiguous column: the division then runs burn-flex's SIMD
-    // per-row path.
-    let total = u
-        .clone()
-        .narrow(3, d, 1)
-        .reshape([batch, heads, queries, 1]);
-    u.narrow(3, 0, d) / total
+    let sums = Tensor::<B, 2>::from_data(sums, (&device, DType::F32));
+    let v1 = Tensor::<B, 4>::from_data(v1, (&device, DType::F32));
+    // Row (b, h, s) of the heads-first layout is row (b, s, h) of the input's.
+    let (mut to_heads, mut to_positions) = (vec![0i64; rows], vec![0i64; rows]);
+    for b in 0..batch {
+        for h in 0..heads {
+            for s in 0..seq {
+                let by_head = (b * heads + h) * seq + s;
+                let by_position = (b * seq + s) * heads + h;
+                to_heads[by_head] = by_position as i64;
+                to_positions[by_position] = by_head as i64;
+            }
+        }
+    }
+    let index = |i: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(i, [rows]), &device);
+    let (to_heads, to_positions) = (index(to_heads), index(to_positions));
+    let heads_first = |x: Tensor<B, 4>| {
+        x.reshape([rows, d])
+            .select(0, to_heads.clone())
+            .reshape([batch, heads, seq, d])
+    };
+    let (q, k, v) = (heads_first(q), heads_first(k), heads_first(v));
+    let c = (q.matmul(k.swap_dims(2, 3)) * e.clone())
+        .matmul(v1)
+        .reshape([rows, d + 1]);
+    let zero = c.clone() - c.detach();
+    let a = e.matmul(v).reshape([rows, d]);
+    let out = (a + zero.clone().narrow(1, 0, d)) / (sums + zero.narrow(1, d, 1));
+    out.select(0, to_positions).reshape([batch, seq, heads * d])
+}
+
+/// The constants of [`attention_tracked`] from the values of q, k and v
+/// (`[batch, seq, heads, d]`, row-major): `e = exp(q k^T - max)` per head and query
+/// row (`[batch, heads, seq, seq]`), its row sums (`[batch * heads * seq, 1]`) and
+/// `[v | 1]` (`[batch, heads, seq, d + 1]`). One task per (batch, head), whose GEMM
+/// writes the head's scores straight into e, exponentiated there in place.
+fn exp_scores(
+    [batch, seq, heads, d]: [usize; 4],
+    q: &TensorData,
+    k: &TensorData,
+    v: &TensorData,
+) -> (TensorData, TensorData, TensorData) {
+    // unwrap: f32, checked by `on_autodiff_host`.
+    let (q, k, v) = (
+        q.as_slice::<f32>().unwrap(),
+        k.as_slice::<f32>().unwrap(),
+        v.as_slice::<f32>().unwrap(),
+    );
+    let n = batch * heads * seq;
+    let mut e = Vec::<f32>::with_capacity(n * seq);
+    let mut sums = vec![0.0f32; n];
+    let e_ptr = SharedOut(e.as_mut_ptr());
+    let row = (heads * d) as isize;
+    sums.par_chunks_mut(seq).enumerate().for_each(|(bh, sums)| {
+        let (b, h) = (bh / heads, bh % heads);
+        // (b, position 0, h, 0): the head's first value.
+        let head = b * seq * heads * d + h * d;
+        let scores = e_ptr.at(bh * seq * seq);
+        // SAFETY: q and k rows 0..seq of head h (d values each, `row` apart) lie in
+        // their buffers, and the head's seq x seq block of e in e's capacity. Only
+        // this task writes that block; the GEMM writes all of it (k = d > 0, checked
+        // by `attention`) before the slice reads it.
+        unsafe {
+            // e[b, h, i, j] = sum_c q[b, i, h, c] k[b, j, h, c]
+            gemm_into(
+                [seq, d, seq],
+                (scores, seq as isize),
+                (q.as_ptr().add(head), row, 1),
+                (k.as_ptr().add(head), 1, row),
+            );
+            let scores = std::slice::from_raw_parts_mut(scores, seq * seq);
+            for (r, sum) in scores.chunks_exact_mut(seq).zip(sums) {
+                *sum = simd::exp_minus_max_row(r);
+            }
+        }
+    });
+    // SAFETY: the tasks cover every (batch, head), and each wrote its block of e.
+    unsafe { e.set_len(n * seq) };
+    let mut v1 = Vec::with_capacity(n * (d + 1));
+    for b in 0..batch {
+        for h in 0..heads {
+            for s in 0..seq {
+                let at = ((b * seq + s) * heads + h) * d;
+                v1.extend_from_slice(&v[at..at + d]);
+                v1.push(1.0);
+            }
+        }
+    }
+    (
+        TensorData::new(e, [batch, heads, seq, seq]),
+        TensorData::new(sums, [n, 1]),
+        TensorData::new(v1, [batch, heads, seq, d + 1]),
+    )
 }
 
 /// Rotate-half RoPE, `x*cos + rotate_half(x)*sin` with `rotate_half(x) = cat(-x2, x1)`,
@@ -525,19 +615,19 @@ mod simd {
     /// `pub fn $name(args) body`, compiled three times (AVX-512F, AVX2, plain) and
     /// run as the best one the CPU has, checked at run time.
     macro_rules! per_instruction_set {
-        ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
             $(#[$doc])*
-            pub fn $name($($arg: $ty),*) {
+            pub fn $name($($arg: $ty),*) $(-> $ret)? {
                 #[inline(always)]
-                fn body($($arg: $ty),*) $body
+                fn body($($arg: $ty),*) $(-> $ret)? $body
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f")]
-                    unsafe fn avx512($($arg: $ty),*) {
+                    unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                         body($($arg),*)
                     }
                     #[target_feature(enable = "avx2")]
-                    unsafe fn avx2($($arg: $ty),*) {
+                    unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                         body($($arg),*)
                     }
                     if is_x86_feature_detected!("avx512f") {
@@ -606,20 +696,7 @@ mod simd {
     per_instruction_set! {
         /// `x <- exp(x - max x) / sum exp(x - max x)` over one row.
         pub fn softmax_row(x: &mut [f32]) {
-            let max = row_max(x);
-            let mut partial = [0.0f32; LANES];
-            let mut chunks = x.chunks_exact_mut(LANES);
-            for c in &mut chunks {
-                for i in 0..LANES {
-                    c[i] = exp(c[i] - max);
-                    partial[i] += c[i];
-                }
-            }
-            for v in chunks.into_remainder() {
-                *v = exp(*v - max);
-                partial[0] += *v;
-            }
-            let inv = 1.0 / pairwise_sum(partial);
+            let inv = 1.0 / exp_minus_max_sum(x);
             for v in x.iter_mut() {
                 *v *= inv;
             }
@@ -627,13 +704,29 @@ mod simd {
     }
 
     per_instruction_set! {
-        /// `x <- exp(x - max x)` over one row.
-        pub fn exp_minus_max_row(x: &mut [f32]) {
-            let max = row_max(x);
-            for v in x.iter_mut() {
-                *v = exp(*v - max);
+        /// `x <- exp(x - max x)` over one row; gives `sum exp(x - max x)`.
+        pub fn exp_minus_max_row(x: &mut [f32]) -> f32 {
+            exp_minus_max_sum(x)
+        }
+    }
+
+    /// `x <- exp(x - max x)` over one row; gives the sum of the new values.
+    #[inline(always)]
+    fn exp_minus_max_sum(x: &mut [f32]) -> f32 {
+        let max = row_max(x);
+        let mut partial = [0.0f32; LANES];
+        let mut chunks = x.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                c[i] = exp(c[i] - max);
+                partial[i] += c[i];
             }
         }
+        for v in chunks.into_remainder() {
+            *v = exp(*v - max);
+            partial[0] += *v;
+        }
+        pairwise_sum(partial)
     }
 
     /// One head's rotate-half RoPE at one position.
@@ -896,6 +989,62 @@ mod tests {
         let plain_grads = (plain * w).sum().backward();
         for (a, b, what) in [(&s, &s2, "d/dscores"), (&v, &v2, "d/dv")] {
             close(a.grad(&grads).unwrap(), b.grad(&plain_grads).unwrap(), what);
+        }
+    }
+
+    /// Attention under autodiff on the CPU (host constants, row gathers): values
+    /// and the gradients of q, k and v as accurate as burn's own f32 ops (matmul,
+    /// softmax, matmul), both measured against burn's ops in f64. Several batch rows
+    /// and heads, and scores up to a few hundred, where the max and the cancellation
+    /// in softmax's backward matter.
+    #[test]
+    fn tracked_attention_is_as_accurate_as_burns_ops() {
+        let device = Device::autodiff(Device::default());
+        for [batch, seq, heads, d] in [[1, 1, 1, 1], [2, 7, 3, 4], [2, 70, 2, 32]] {
+            let n = batch * seq * heads * d;
+            let shape = [batch, seq, heads, d];
+            let tensor = |seed: f32, amplitude: f32, dtype: DType| {
+                let v = TensorData::new(wave(n, seed, amplitude), shape).convert_dtype(dtype);
+                Tensor::<B, 4>::from_data(v, (&device, dtype))
+            };
+            let plain = |q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>| {
+                let heads_first = |x: Tensor<B, 4>| x.swap_dims(1, 2);
+                let scores = heads_first(q).matmul(heads_first(k).swap_dims(2, 3));
+                activation::softmax(scores, 3)
+                    .matmul(heads_first(v))
+                    .swap_dims(1, 2)
+                    .reshape([batch, seq, heads * d])
+            };
+            // Output and gradients of `sum(attention * w)`, as f64 vectors.
+            let run = |dtype: DType, fused: bool| {
+                let [q, k, v] = [0.3, 1.7, 2.9].map(|s| tensor(s, 3.0, dtype).require_grad());
+                let out = if fused {
+                    attention(q.clone(), k.clone(), v.clone())
+                } else {
+                    plain(q.clone(), k.clone(), v.clone())
+                };
+                let w = tensor(4.1, 1.0, dtype).reshape([batch, seq, heads * d]);
+                let grads = (out.clone() * w).sum().backward();
+                let f64s = |t: TensorData| t.convert::<f64>().to_vec::<f64>().unwrap();
+                let grad = |x: &Tensor<B, 4>| f64s(x.grad(&grads).unwrap().into_data());
+                [f64s(out.into_data()), grad(&q), grad(&k), grad(&v)]
+            };
+            let exact = run(DType::F64, false);
+            let (ours, burns) = (run(DType::F32, true), run(DType::F32, false));
+            let names = ["value", "d/dq", "d/dk", "d/dv"];
+            for (((exact, ours), burns), name) in exact.iter().zip(&ours).zip(&burns).zip(names) {
+                let error = |got: &Vec<f64>| {
+                    got.iter()
+                        .zip(exact)
+                        .fold(0.0f64, |m, (g, e)| m.max((g - e).abs()))
+                };
+                let scale = exact.iter().fold(0.0f64, |m, e| m.max(e.abs()));
+                let (ours, burns) = (error(ours), error(burns));
+                assert!(
+                    ours <= 2.0 * burns + 1e-6 * scale.max(1.0),
+                    "{name} {batch}x{seq}x{heads}x{d}: error {ours:e}, burn's {burns:e} (scale {scale})"
+                );
+            }
         }
     }
 
