@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The libtorch backend: install a CPU torch from PyPI into a virtual environment,
+# The libtorch backend: install torch 2.9 from PyPI into a virtual environment,
 # build recursa with `tch` against it, and run the backend snapshot/agreement
 # tests and the reference fixtures on it. Needs python3 with venv and network
-# access to PyPI (about 200 MB), and a C++ compiler for torch-sys.
+# access to PyPI (about 200 MB from the CPU index; where only PyPI itself is
+# reachable, its CUDA wheel, several GB with its NVIDIA libraries, which also runs
+# on the CPU), and a C++ compiler for torch-sys. burn 0.21's torch-sys wants
+# libtorch 2.9, hence the pin.
 #
 #   scripts/tch-check.sh [OUT]       (default OUT: tch-check-<date>)
 #
@@ -12,8 +15,11 @@ set -uo pipefail
 OUT=${1:-tch-check-$(date +%Y%m%d-%H%M)}
 mkdir -p "$OUT"
 VENV=${RECURSA_TCH_VENV:-target/tch-venv}
-python3 -m venv "$VENV" && "$VENV/bin/pip" install -q torch --index-url https://download.pytorch.org/whl/cpu \
-    || { echo "could not install torch into $VENV" | tee "$OUT/summary.txt"; exit 1; }
+TORCH=torch==2.9.0
+python3 -m venv "$VENV" \
+    && { "$VENV/bin/pip" install -q "$TORCH" --index-url https://download.pytorch.org/whl/cpu \
+        || "$VENV/bin/pip" install -q "$TORCH"; } \
+    || { echo "could not install $TORCH into $VENV" | tee "$OUT/summary.txt"; exit 1; }
 export LIBTORCH_USE_PYTORCH=1 PATH="$VENV/bin:$PATH"
 TORCH_LIB=$("$VENV/bin/python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
