@@ -24,6 +24,8 @@
 
 use std::any::Any;
 
+use burn::tensor::module;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{activation, backend::Backend, DType, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -231,20 +233,33 @@ pub fn matmul<B: Backend>(
 /// costs more than a second core saves.
 const MATMUL_ROWS: usize = 64;
 
-/// Attention's core, `softmax(q k^T) v` per head, q already scaled.
+/// Attention's core, `softmax(q k^T / sqrt(d)) v` per head.
 ///
 /// On the host (no autodiff): one task per (batch, head) and block of
 /// [`QUERY_BLOCK`] query rows computes the block's scores, their softmax in place and
 /// the product with v, on its own core; the `[batch, heads, seq, seq]` scores are
 /// never allocated, and q, k, v are read in place in their `[batch, seq, heads, d]`
 /// layout (no transposes). Under autodiff on the host, burn's graph over host
-/// constants (`attention_tracked`). Elsewhere burn's ops, through [`softmax_matmul`].
+/// constants (`attention_tracked`). On other devices without autodiff, burn's
+/// attention op: PyTorch's fused attention on libtorch, flash attention on CubeCL
+/// (CUDA, wgpu), which it runs only at the default scale. Elsewhere burn's ops,
+/// through [`softmax_matmul`].
 ///
 /// # Shapes
 /// `q, k, v: [batch, seq, heads, d]` -> `[batch, seq, heads * d]`
 pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
     let [batch, seq, heads, d] = q.dims();
     let same = k.dims() == q.dims() && v.dims() == q.dims();
+    if same && off_host_without_autodiff(&q) {
+        let heads_first = |x: Tensor<B, 4>| x.swap_dims(1, 2);
+        let (q, k, v) = (heads_first(q), heads_first(k), heads_first(v));
+        let options = AttentionModuleOptions::default();
+        let out = module::attention(q, k, v, None, None, options);
+        return out.swap_dims(1, 2).reshape([batch, seq, heads * d]);
+    }
+    // The 1/sqrt(head_dim) scale on q rather than on the scores: the same
+    // product, and a pass over seq x head_dim values instead of seq x seq.
+    let q = q / (d as f64).sqrt();
     let tracked = on_autodiff_host(&q) && on_autodiff_host(&k) && on_autodiff_host(&v);
     if tracked && same && seq > 0 && d > 0 {
         return attention_tracked(q, k, v);
@@ -595,6 +610,17 @@ fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     matches!(device.downcast_ref::<Device>(), Some(Device::Flex(_))) && t.dtype() == DType::F32
 }
 
+/// Whether `t` is on recursa's backend, on a device other than the flex (host)
+/// device, without autodiff: where burn's attention op is fused.
+fn off_host_without_autodiff<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    let device = t.device();
+    let device: &dyn Any = &device;
+    matches!(
+        device.downcast_ref::<Device>(),
+        Some(device) if !matches!(device, Device::Flex(_) | Device::Autodiff(_))
+    )
+}
+
 /// Whether `t` is an f32 tensor on the flex device under autodiff: its values are in
 /// host memory, and gradients must flow through it.
 fn on_autodiff_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
@@ -931,7 +957,8 @@ mod tests {
             };
             let (q, k, v) = (t(0.3), t(1.7), t(2.9));
             let heads_first = |x: Tensor<B, 4>| x.swap_dims(1, 2);
-            let scores = heads_first(q.clone()).matmul(heads_first(k.clone()).swap_dims(2, 3));
+            let q_scaled = q.clone() / (d as f64).sqrt();
+            let scores = heads_first(q_scaled).matmul(heads_first(k.clone()).swap_dims(2, 3));
             let want = activation::softmax(scores, 3)
                 .matmul(heads_first(v.clone()))
                 .swap_dims(1, 2)
@@ -1009,6 +1036,7 @@ mod tests {
             };
             let plain = |q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>| {
                 let heads_first = |x: Tensor<B, 4>| x.swap_dims(1, 2);
+                let q = q / (d as f64).sqrt();
                 let scores = heads_first(q).matmul(heads_first(k).swap_dims(2, 3));
                 activation::softmax(scores, 3)
                     .matmul(heads_first(v))

@@ -342,9 +342,6 @@ impl<B: Backend> Attention<B> {
             q = rope.apply(q);
             k = rope.apply(k);
         }
-        // The 1/sqrt(head_dim) scale on q rather than on the scores: the same
-        // product, and a pass over seq x head_dim values instead of seq x seq.
-        let q = q / (d as f64).sqrt();
         let out = fused::attention(q, k, v);
         linear_rows(&self.o_proj, out)
     }
