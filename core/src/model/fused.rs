@@ -561,13 +561,30 @@ pub fn rope<B: Backend>(
 }
 
 /// `x` with its last two axes swapped, laid out row-major (the `mlp_t` mixer's
-/// transposes). On the host a blocked copy on every core; elsewhere a reshape of the
-/// swapped view, which copies it: the ops and GEMMs after it then read contiguous rows.
+/// transposes). On the host a blocked copy on every core. Under autodiff on the host,
+/// a 2-D transpose of `[batch * a, b]` (burn-flex's tiled copy) and a gather of its
+/// rows of a (`select`): both run at memory speed, and so do their backward passes,
+/// where burn-flex copies a swapped 3-D view element by element. Elsewhere a reshape
+/// of the swapped view, which copies it: the ops and GEMMs after it then read
+/// contiguous rows.
 ///
 /// # Shapes
 /// `x: [batch, a, b]` -> `[batch, b, a]`
 pub fn transpose<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [batch, a, b] = x.dims();
+    if batch > 1 && on_autodiff_host(&x) {
+        // Row j * batch + n of the 2-D transpose is x[n, :, j]; out[n, j] takes it.
+        let rows = (0..batch)
+            .flat_map(|n| (0..b).map(move |j| (j * batch + n) as i64))
+            .collect::<Vec<_>>();
+        let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [batch * b]), &x.device());
+        return x
+            .reshape([batch * a, b])
+            .swap_dims(0, 1)
+            .reshape([b * batch, a])
+            .select(0, rows)
+            .reshape([batch, b, a]);
+    }
     if !on_host(&x) {
         // Reshaping a strided view to 2-D copies it; the 3-D reshape is then a view.
         return x
@@ -914,6 +931,37 @@ mod tests {
                 got.into_data().to_vec::<f32>().unwrap(),
                 want,
                 "{batch}x{a}x{b}"
+            );
+        }
+    }
+
+    /// Under autodiff the transpose (2-D transpose and row gather) gives the swapped
+    /// view's values, and its gradient is the incoming one transposed back.
+    #[test]
+    fn tracked_transpose_matches_a_swapped_view() {
+        let device = Device::autodiff(Device::default());
+        for [batch, a, b] in [[1, 3, 2], [2, 5, 3], [3, 97, 70]] {
+            let n = batch * a * b;
+            let x = Tensor::<B, 3>::from_data(
+                TensorData::new(wave(n, 0.3, 2.0), [batch, a, b]),
+                &device,
+            )
+            .require_grad();
+            let w = Tensor::<B, 3>::from_data(
+                TensorData::new(wave(n, 1.7, 1.0), [batch, b, a]),
+                &device,
+            );
+            let got = transpose(x.clone());
+            let want = x.clone().swap_dims(1, 2);
+            assert_eq!(got.dims(), [batch, b, a]);
+            let values = |t: Tensor<B, 3>| t.into_data().to_vec::<f32>().unwrap();
+            assert_eq!(values(got.clone()), values(want), "{batch}x{a}x{b}");
+            let grads = (got * w.clone()).sum().backward();
+            let dx = x.grad(&grads).unwrap();
+            assert_eq!(
+                values(dx),
+                values(w.inner().swap_dims(1, 2)),
+                "d/dx {batch}x{a}x{b}"
             );
         }
     }
