@@ -156,8 +156,9 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 
 /// `softmax(scores) @ v` over the last axis of `scores` (attention's weighted sum).
 ///
-/// On the host: the fused softmax in place, then the product. Elsewhere (autodiff,
-/// GPUs) each row is normalised after the product, as flash attention does:
+/// On the host: the fused softmax in place, then the product. Elsewhere (autodiff
+/// off the host, and shapes that [`attention`]'s kernels do not take) each row is
+/// normalised after the product, as flash attention does:
 /// `(exp(s - max s) @ v) / sum exp(s - max s)`. The same value, one pass over the
 /// `[seq, seq]` scores fewer, and backward keeps one such tensor (the exponentials)
 /// instead of two (the exponentials and the probabilities).
@@ -265,12 +266,22 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
         return attention_tracked(q, k, v);
     }
     let host = on_host(&q) && on_host(&k) && on_host(&v);
-    if !host || !same {
-        // [B, S, H, D] -> [B, H, S, D]
-        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
-        let out = softmax_matmul(q.matmul(k.swap_dims(2, 3)), v);
-        return out.swap_dims(1, 2).reshape([batch, seq, heads * d]);
+    if host && same {
+        return attention_host(q, k, v);
     }
+    // [B, S, H, D] -> [B, H, S, D]
+    let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+    let out = softmax_matmul(q.matmul(k.swap_dims(2, 3)), v);
+    out.swap_dims(1, 2).reshape([batch, seq, heads * d])
+}
+
+/// [`attention`] on the host without autodiff, q already scaled: one task per
+/// (batch, head) and block of [`QUERY_BLOCK`] query rows (see [`attention`]).
+///
+/// # Shapes
+/// `q, k, v: [batch, seq, heads, d]` (all f32 on the flex device) -> `[batch, seq, heads * d]`
+fn attention_host<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [batch, seq, heads, d] = q.dims();
     let device = q.device();
     let (q, k, v) = (q.into_data(), k.into_data(), v.into_data());
     // unwrap: f32, checked by `on_host`.
