@@ -29,6 +29,14 @@ fn main() -> ExitCode {
     // (docs/performance.md). The cost is the freed pages staying resident.
     // SAFETY: sets a plain integer option of the allocator; no other thread runs yet.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // Training and evaluation steps run on a thread of rayon's pool
+    // (recursa_core::train::pool): give its threads the main thread's 8 MiB of stack
+    // rather than the 2 MiB of a spawned thread. The pool's size still follows
+    // RAYON_NUM_THREADS. It fails only if the pool already exists, and then the
+    // default stack serves.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(8 << 20)
+        .build_global();
     match run(Cli::parse().command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(exit_code::CHECK_FAILED),

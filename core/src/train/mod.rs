@@ -11,6 +11,7 @@
 //! * [`ema`], [`clip`]: weight averaging and gradient clipping.
 //! * [`trajectories`]: PTRM's noisy rollouts selected by the halting head, at evaluation.
 //! * [`observer`]: what the fit loop reports, and its logs ([`tensorboard`] events).
+//! * [`pool`]: steps run on a thread of rayon's pool, where the CPU kernels start fast.
 
 pub mod adam_atan2;
 pub mod checkpoint;
@@ -24,6 +25,7 @@ pub mod loss;
 pub mod lr;
 pub mod observer;
 pub mod optimizer;
+pub mod pool;
 pub mod process_group;
 pub mod sign_sgd;
 pub mod tensorboard;

@@ -26,9 +26,10 @@ use crate::train::data::{
 };
 use crate::train::data_parallel::{Peer, Replica, Rollout, Worker};
 use crate::train::ema::ema_update;
-use crate::train::loss::{act_loss, Metrics};
+use crate::train::loss::{act_loss, LossType, Metrics};
 use crate::train::lr::LrSchedule;
 use crate::train::optimizer::Dense;
+use crate::train::pool::on_pool;
 use crate::train::process_group::{pack_dir, unpack_dir, Pack, ProcessGroup, Unpack};
 use crate::train::sign_sgd::{sign_sgd_step, SignSgdConfig};
 use crate::train::trajectories::{repeat_rows, select_best, Trajectories};
@@ -211,6 +212,14 @@ impl Trainer {
         self.rank_world().1
     }
 
+    /// One device alone in this process and no other process: its steps run on a
+    /// pool thread with the pool's other threads spinning (see [`on_pool`]).
+    /// In-process replicas wait for each other, and a group's processes share the
+    /// machine's cores, so they stay where they are.
+    fn alone(&self) -> bool {
+        self.replicas.is_empty() && self.peer.is_none() && self.group.is_none()
+    }
+
     /// One optimizer step on `batch`, the next global batch (on rank 0 of a
     /// data-parallel run; its share on the other ranks). Returns the reference's
     /// logged metrics, summed over devices.
@@ -232,7 +241,11 @@ impl Trainer {
             own = slice_rows(batch, 0..local);
             batch = &own;
         }
-        let mut metrics = self.local_step(batch)?;
+        let mut metrics = if self.alone() {
+            on_pool(|| self.local_step(batch))?
+        } else {
+            self.local_step(batch)?
+        };
         for replica in &self.replicas {
             metrics.add(&replica.finish()?);
         }
@@ -363,14 +376,18 @@ impl Trainer {
         let mut rollout = |host: &HostBatch| -> Result<Rollout> {
             let world = self.world();
             if !split || host.rows < world {
-                return self.rollout(&net, host, &mut ctx, k);
+                let (model, loss) = (&self.model, self.config.loss);
+                return match self.alone() {
+                    true => on_pool(|| rollout(model, loss, &net, host, &mut ctx, k)),
+                    false => rollout(model, loss, &net, host, &mut ctx, k),
+                };
             }
             let slice =
                 |r: usize| slice_rows(host, r * host.rows / world..(r + 1) * host.rows / world);
             for (r, replica) in self.replicas.iter().enumerate() {
                 replica.start_eval(slice(r + 1))?;
             }
-            let mut all = self.rollout(&net, &slice(0), &mut ctx, k)?;
+            let mut all = rollout(&self.model, self.config.loss, &net, &slice(0), &mut ctx, k)?;
             for replica in &self.replicas {
                 let part = replica.finish_eval()?;
                 all.metrics.add(&part.metrics);
@@ -437,69 +454,6 @@ impl Trainer {
             exact_accuracy: total.exact_accuracy / n,
             accuracy: total.accuracy / n,
             seconds: start.elapsed().as_secs_f64(),
-        })
-    }
-
-    /// One test batch rolled out for the policy's maximum steps with `net` (K
-    /// trajectories per row when `k > 1`, the best kept).
-    fn rollout(
-        &self,
-        net: &Net,
-        host: &HostBatch,
-        ctx: &mut StepContext,
-        k: usize,
-    ) -> Result<Rollout> {
-        let device = net.h_init.val().device();
-        let max_steps = self.model.halting.max_steps();
-        let repeated;
-        let rows = if k > 1 {
-            repeated = repeat_rows(host, k);
-            &repeated
-        } else {
-            host
-        };
-        let batch = device_batch(rows, &device);
-        let mut carry = self.model.initial_carry_on(&batch, &device);
-        // In evaluation every policy runs its maximum (the `HaltingPolicy`
-        // contract), so the batch halts together after the last step: one check
-        // per batch instead of a host sync per step.
-        let mut last = None;
-        for _ in 0..max_steps {
-            let (next, out) = self.model.step_with(net, carry, &batch, ctx);
-            carry = next;
-            last = Some(out);
-        }
-        let Some(out) = last else {
-            return Err(Error::config(
-                "halting",
-                "0 supervision steps: nothing to evaluate",
-            ));
-        };
-        if carry.halted.clone().all().into_scalar() == 0 {
-            return Err(Error::Other(format!(
-                "halting policy `{}`: rows still running after its {max_steps} steps in evaluation (it must halt every row at its maximum)",
-                self.model.halting.name()
-            )));
-        }
-        let (out, carry) = select_best(out, carry, k);
-        let m = act_loss(&out, &carry, self.config.loss, |_| (None, None));
-        let preds: Vec<i32> = out
-            .logits
-            .argmax(2)
-            .into_data()
-            .convert::<i32>()
-            .to_vec()
-            .expect("converted to i32");
-        let q_halt: Vec<f32> = out
-            .q_halt_logits
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("converted to f32");
-        Ok(Rollout {
-            metrics: m.metrics,
-            preds,
-            q_halt,
         })
     }
 
@@ -702,6 +656,77 @@ impl Worker for Trainer {
     fn rollout_rows(&mut self, rows: &HostBatch) -> Result<Rollout> {
         let net = self.ema.clone().unwrap_or_else(|| self.model.net.valid());
         let k = self.eval_trajectories.map_or(1, |t| t.count);
-        self.rollout(&net, rows, &mut StepContext::eval(), k)
+        rollout(
+            &self.model,
+            self.config.loss,
+            &net,
+            rows,
+            &mut StepContext::eval(),
+            k,
+        )
     }
+}
+
+/// One test batch rolled out for the policy's maximum steps with `net` (K
+/// trajectories per row when `k > 1`, the best kept).
+fn rollout(
+    model: &LoopedModel,
+    loss: LossType,
+    net: &Net,
+    host: &HostBatch,
+    ctx: &mut StepContext,
+    k: usize,
+) -> Result<Rollout> {
+    let device = net.h_init.val().device();
+    let max_steps = model.halting.max_steps();
+    let repeated;
+    let rows = if k > 1 {
+        repeated = repeat_rows(host, k);
+        &repeated
+    } else {
+        host
+    };
+    let batch = device_batch(rows, &device);
+    let mut carry = model.initial_carry_on(&batch, &device);
+    // In evaluation every policy runs its maximum (the `HaltingPolicy`
+    // contract), so the batch halts together after the last step: one check
+    // per batch instead of a host sync per step.
+    let mut last = None;
+    for _ in 0..max_steps {
+        let (next, out) = model.step_with(net, carry, &batch, ctx);
+        carry = next;
+        last = Some(out);
+    }
+    let Some(out) = last else {
+        return Err(Error::config(
+            "halting",
+            "0 supervision steps: nothing to evaluate",
+        ));
+    };
+    if carry.halted.clone().all().into_scalar() == 0 {
+        return Err(Error::Other(format!(
+            "halting policy `{}`: rows still running after its {max_steps} steps in evaluation (it must halt every row at its maximum)",
+            model.halting.name()
+        )));
+    }
+    let (out, carry) = select_best(out, carry, k);
+    let m = act_loss(&out, &carry, loss, |_| (None, None));
+    let preds: Vec<i32> = out
+        .logits
+        .argmax(2)
+        .into_data()
+        .convert::<i32>()
+        .to_vec()
+        .expect("converted to i32");
+    let q_halt: Vec<f32> = out
+        .q_halt_logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("converted to f32");
+    Ok(Rollout {
+        metrics: m.metrics,
+        preds,
+        q_halt,
+    })
 }

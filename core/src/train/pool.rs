@@ -1,0 +1,159 @@
+//! Where a step runs: on a thread of rayon's global pool.
+//!
+//! The CPU kernels (burn-flex's GEMMs, the fused passes of `model::fused`) split
+//! their work with rayon. Started from a thread outside the pool, such as the
+//! program's main thread, every parallel region is queued to the pool, and the
+//! pool's second thread often joined only after the first had done the whole
+//! region: in a 2-thread pool, the second half of a `join` of two 1 ms tasks
+//! started after 1.06 ms (median), the two tasks ran one after the other. Started
+//! from a pool thread, the caller runs its half at once and the other thread
+//! steals the rest within about 70 us (docs/performance.md, change 17).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs `f` on a thread of rayon's global pool, or directly when the caller already
+/// is one (of any pool), and returns what it returns. The calling thread waits.
+///
+/// While `f` runs, the pool's other threads wait for its parallel work spinning
+/// rather than asleep, as OpenMP's threads do under PyTorch: between two parallel
+/// regions `f` often runs a millisecond of single-threaded work, long enough for
+/// rayon to put them to sleep, and waking one costs more than a small region.
+///
+/// `f` must not wait for other threads' parallel work on the same pool: with one
+/// pool thread (`RAYON_NUM_THREADS=1`) that work could never start. The trainer uses
+/// it for a device alone in its process and its machine's cores, never for
+/// in-process replicas or a group of processes.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    // rayon::scope runs its closure on a pool thread when called from outside the
+    // pool (rayon-core's `in_worker_cold`).
+    rayon::scope(|_| {
+        let spin = Arc::new(Spin {
+            owner: rayon::current_thread_index(),
+            admission: AtomicUsize::new(0),
+            running: AtomicBool::new(true),
+        });
+        let copy = spin.clone();
+        rayon::spawn_broadcast(move |thread| copy.run(thread.index()));
+        spin.admit(rayon::current_num_threads().saturating_sub(1));
+        // Stops the spinning when f returns or unwinds.
+        struct Stop(Arc<Spin>);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                self.0.running.store(false, Ordering::Release);
+            }
+        }
+        let _stop = Stop(spin);
+        f()
+    })
+}
+
+/// The spinning of the pool's other threads during one [`on_pool`] call.
+///
+/// A thread spins only if its copy started before f: f's parallel work did not
+/// exist yet, so the spinning cannot sit on top of a piece of that work, which f
+/// would then wait for forever (the copy runs wherever the thread next looks for
+/// work, which can be inside a piece of work it took from another thread).
+struct Spin {
+    /// The thread that runs f.
+    owner: Option<usize>,
+    /// How many copies were admitted; [`CLOSED`] once f is about to start.
+    admission: AtomicUsize,
+    /// Whether f runs.
+    running: AtomicBool,
+}
+
+/// Set in [`Spin::admission`] when copies may no longer start spinning.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// How long f waits for the other threads to start spinning: a thread busy with
+/// other work (another caller's) is not waited for.
+const ADMISSION: Duration = Duration::from_millis(1);
+
+impl Spin {
+    /// Waits until `threads` copies are spinning, or for [`ADMISSION`], then closes.
+    fn admit(&self, threads: usize) {
+        let start = Instant::now();
+        while self.admission.load(Ordering::Acquire) < threads && start.elapsed() < ADMISSION {
+            std::hint::spin_loop();
+        }
+        self.admission.fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// The copy on pool thread `index`: while f runs, takes any work there is
+    /// (rayon's `yield_now`), else lets other programs' threads run.
+    fn run(&self, index: usize) {
+        if Some(index) == self.owner {
+            return;
+        }
+        let admitted = self
+            .admission
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                (a & CLOSED == 0).then_some(a + 1)
+            })
+            .is_ok();
+        if !admitted {
+            return;
+        }
+        while self.running.load(Ordering::Acquire) {
+            if rayon::yield_now() == Some(rayon::Yield::Idle) {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_on_a_pool_thread() {
+        assert!(rayon::current_thread_index().is_none());
+        assert!(on_pool(rayon::current_thread_index).is_some());
+    }
+
+    /// Calls in a row and from several threads at once, each with parallel work
+    /// inside, all return: the spinning of one call never waits on a piece of
+    /// another's work (a deadlock hangs; the watchdog turns that into a failure).
+    #[test]
+    fn calls_in_a_row_and_from_several_threads_at_once_all_return() {
+        use rayon::prelude::*;
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let work = |t: u64| {
+                (0..300u64)
+                    .map(|i| {
+                        on_pool(|| (0..2000u64).into_par_iter().map(|x| x * i + t).sum::<u64>())
+                    })
+                    .sum::<u64>()
+            };
+            let threads: Vec<_> = (0..3u64)
+                .map(|t| std::thread::spawn(move || work(t)))
+                .collect();
+            let sums: Vec<u64> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+            done.send(sums).unwrap();
+        });
+        let sums = finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("on_pool calls still running after 120 s: a deadlock");
+        // sum over i < 300 of (i * 1999 * 2000 / 2 + 2000 t)
+        let expected = |t: u64| 1999 * 1000 * (299 * 300 / 2) + 300 * 2000 * t;
+        assert_eq!(sums, (0..3u64).map(expected).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn nests_and_runs_parallel_work_inside() {
+        let sum = on_pool(|| {
+            on_pool(|| {
+                let (a, b) = rayon::join(|| (0..1000u64).sum::<u64>(), || 1000u64);
+                a + b
+            })
+        });
+        assert_eq!(sum, 499_500 + 1000);
+    }
+}
