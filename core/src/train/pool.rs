@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// regions `f` often runs a millisecond of single-threaded work, long enough for
 /// rayon to put them to sleep, and waking one costs more than a small region.
 ///
+/// Separate processes on one machine should each set `RAYON_NUM_THREADS` to their
+/// share of the cores: a pool spins on every thread it has.
+///
 /// `f` must not wait for other threads' parallel work on the same pool: with one
 /// pool thread (`RAYON_NUM_THREADS=1`) that work could never start. The trainer uses
 /// it for a device alone in its process and its machine's cores, never for
