@@ -88,7 +88,8 @@ impl Spin {
     }
 
     /// The copy on pool thread `index`: while f runs, takes any work there is
-    /// (rayon's `yield_now`), else lets other programs' threads run.
+    /// (rayon's `yield_now`); idle, it spins 64 rounds, then lets other programs'
+    /// threads run (`sched_yield`) between looks.
     fn run(&self, index: usize) {
         if Some(index) == self.owner {
             return;
@@ -102,8 +103,14 @@ impl Spin {
         if !admitted {
             return;
         }
+        let mut idle = 0u32;
         while self.running.load(Ordering::Acquire) {
-            if rayon::yield_now() == Some(rayon::Yield::Idle) {
+            if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                idle = 0;
+            } else if idle < 64 {
+                idle += 1;
+                std::hint::spin_loop();
+            } else {
                 std::thread::yield_now();
             }
         }
