@@ -377,9 +377,10 @@ impl Trainer {
             let world = self.world();
             if !split || host.rows < world {
                 let (model, loss) = (&self.model, self.config.loss);
-                return match self.alone() {
-                    true => on_pool(|| rollout(model, loss, &net, host, &mut ctx, k)),
-                    false => rollout(model, loss, &net, host, &mut ctx, k),
+                return if self.alone() {
+                    on_pool(|| rollout(model, loss, &net, host, &mut ctx, k))
+                } else {
+                    rollout(model, loss, &net, host, &mut ctx, k)
                 };
             }
             let slice =
@@ -668,7 +669,9 @@ impl Worker for Trainer {
 }
 
 /// One test batch rolled out for the policy's maximum steps with `net` (K
-/// trajectories per row when `k > 1`, the best kept).
+/// trajectories per row when `k > 1`, the best kept). A function of the model
+/// rather than a method of the trainer, which is not `Sync`, so that a pool
+/// thread can run it ([`on_pool`]).
 fn rollout(
     model: &LoopedModel,
     loss: LossType,
