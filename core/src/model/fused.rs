@@ -251,7 +251,12 @@ const MATMUL_ROWS: usize = 64;
 pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
     let [batch, seq, heads, d] = q.dims();
     let same = k.dims() == q.dims() && v.dims() == q.dims();
-    if same && off_host_without_autodiff(&q) {
+    // One place for all three, or none of the kernels below takes them.
+    let at = match place(&q) {
+        p if p == place(&k) && p == place(&v) => p,
+        _ => Place::Other,
+    };
+    if same && at == Place::OffHost {
         let heads_first = |x: Tensor<B, 4>| x.swap_dims(1, 2);
         let (q, k, v) = (heads_first(q), heads_first(k), heads_first(v));
         let options = AttentionModuleOptions::default();
@@ -261,12 +266,10 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
     // The 1/sqrt(head_dim) scale on q rather than on the scores: the same
     // product, and a pass over seq x head_dim values instead of seq x seq.
     let q = q / (d as f64).sqrt();
-    let tracked = on_autodiff_host(&q) && on_autodiff_host(&k) && on_autodiff_host(&v);
-    if tracked && same && seq > 0 && d > 0 {
+    if at == Place::AutodiffHost && same && seq > 0 && d > 0 {
         return attention_tracked(q, k, v);
     }
-    let host = on_host(&q) && on_host(&k) && on_host(&v);
-    if host && same {
+    if at == Place::Host && same {
         return attention_host(q, k, v);
     }
     // [B, S, H, D] -> [B, H, S, D]
@@ -630,36 +633,44 @@ pub fn transpose<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     Tensor::from_data(out, (&device, DType::F32))
 }
 
-/// Whether `t` is an f32 tensor in host memory with no autodiff (recursa's
-/// backend on a flex device).
-fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
-    let device = t.device();
-    let device: &dyn Any = &device;
-    matches!(device.downcast_ref::<Device>(), Some(Device::Flex(_))) && t.dtype() == DType::F32
+/// Where a tensor is, as far as these kernels care.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Place {
+    /// f32 in host memory, no autodiff (recursa's backend on a flex device).
+    Host,
+    /// f32 on the flex device under autodiff: values in host memory, and
+    /// gradients must flow through it.
+    AutodiffHost,
+    /// recursa's backend on a device other than the flex device, without
+    /// autodiff: where burn's attention op is fused.
+    OffHost,
+    /// Anything else (other float types on the host, autodiff off the host).
+    Other,
 }
 
-/// Whether `t` is on recursa's backend, on a device other than the flex (host)
-/// device, without autodiff: where burn's attention op is fused.
-fn off_host_without_autodiff<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+/// Where `t` is (one device check).
+fn place<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Place {
     let device = t.device();
     let device: &dyn Any = &device;
-    matches!(
-        device.downcast_ref::<Device>(),
-        Some(device) if !matches!(device, Device::Flex(_) | Device::Autodiff(_))
-    )
-}
-
-/// Whether `t` is an f32 tensor on the flex device under autodiff: its values are in
-/// host memory, and gradients must flow through it.
-fn on_autodiff_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
-    let device = t.device();
-    let device: &dyn Any = &device;
+    let f32 = t.dtype() == DType::F32;
     match device.downcast_ref::<Device>() {
-        Some(Device::Autodiff(inner)) => {
-            matches!(**inner, Device::Flex(_)) && t.dtype() == DType::F32
+        Some(Device::Flex(_)) if f32 => Place::Host,
+        Some(Device::Autodiff(inner)) if f32 && matches!(**inner, Device::Flex(_)) => {
+            Place::AutodiffHost
         }
-        _ => false,
+        Some(Device::Flex(_) | Device::Autodiff(_)) | None => Place::Other,
+        Some(_) => Place::OffHost,
     }
+}
+
+/// Whether `t` is an f32 tensor in host memory with no autodiff.
+fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    place(t) == Place::Host
+}
+
+/// Whether `t` is an f32 tensor on the flex device under autodiff.
+fn on_autodiff_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    place(t) == Place::AutodiffHost
 }
 
 /// The loops, compiled once per instruction set and chosen at run time. Only plain

@@ -378,9 +378,9 @@ impl Trainer {
             if !split || host.rows < world {
                 let (model, loss) = (&self.model, self.config.loss);
                 return if self.alone() {
-                    on_pool(|| rollout(model, loss, &net, host, &mut ctx, k))
+                    on_pool(|| rollout_batch(model, loss, &net, host, &mut ctx, k))
                 } else {
-                    rollout(model, loss, &net, host, &mut ctx, k)
+                    rollout_batch(model, loss, &net, host, &mut ctx, k)
                 };
             }
             let slice =
@@ -388,7 +388,8 @@ impl Trainer {
             for (r, replica) in self.replicas.iter().enumerate() {
                 replica.start_eval(slice(r + 1))?;
             }
-            let mut all = rollout(&self.model, self.config.loss, &net, &slice(0), &mut ctx, k)?;
+            let mut all =
+                rollout_batch(&self.model, self.config.loss, &net, &slice(0), &mut ctx, k)?;
             for replica in &self.replicas {
                 let part = replica.finish_eval()?;
                 all.metrics.add(&part.metrics);
@@ -657,7 +658,7 @@ impl Worker for Trainer {
     fn rollout_rows(&mut self, rows: &HostBatch) -> Result<Rollout> {
         let net = self.ema.clone().unwrap_or_else(|| self.model.net.valid());
         let k = self.eval_trajectories.map_or(1, |t| t.count);
-        rollout(
+        rollout_batch(
             &self.model,
             self.config.loss,
             &net,
@@ -672,7 +673,7 @@ impl Worker for Trainer {
 /// trajectories per row when `k > 1`, the best kept). A function of the model
 /// rather than a method of the trainer, which is not `Sync`, so that a pool
 /// thread can run it ([`on_pool`]).
-fn rollout(
+fn rollout_batch(
     model: &LoopedModel,
     loss: LossType,
     net: &Net,
