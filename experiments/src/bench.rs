@@ -36,8 +36,16 @@ pub struct BenchResult {
     pub batch: usize,
     pub seq_len: usize,
     pub train_steps: usize,
+    /// All timed steps together.
     pub train_seconds: f64,
+    /// Each timed step, in order.
+    pub train_step_seconds: Vec<f64>,
+    /// From the median step, as the reference's benchmark reports its own: the
+    /// first steps still fault in fresh memory pages, which a long run pays once.
     pub train_examples_per_s: f64,
+    /// From the mean step (all timed steps together).
+    pub train_examples_per_s_mean: f64,
+    /// From the median step.
     pub train_tokens_per_s: f64,
     pub train_flops_per_step: f64,
     pub train_tflops: f64,
@@ -77,6 +85,11 @@ pub fn bench(
     batch: Option<usize>,
     peak_tflops: Option<f64>,
 ) -> Result<BenchResult> {
+    if steps == 0 {
+        return Err(Error::Usage(
+            "bench: --steps must be at least 1 (timed training steps)".into(),
+        ));
+    }
     let mut experiment_train = experiment
         .train
         .clone()
@@ -125,13 +138,17 @@ pub fn bench(
     for _ in 0..2 {
         trainer.train_step(&host)?;
     }
-    B::sync(&device).map_err(|e| Error::Backend(format!("{e:?}")))?;
-    let start = Instant::now();
+    let sync = || B::sync(&device).map_err(|e| Error::Backend(format!("{e:?}")));
+    sync()?;
+    let mut train_step_seconds = Vec::with_capacity(steps);
     for _ in 0..steps {
+        let start = Instant::now();
         trainer.train_step(&host)?;
+        sync()?;
+        train_step_seconds.push(start.elapsed().as_secs_f64());
     }
-    B::sync(&device).map_err(|e| Error::Backend(format!("{e:?}")))?;
-    let train_seconds = start.elapsed().as_secs_f64();
+    let train_seconds = train_step_seconds.iter().sum::<f64>();
+    let step_seconds = median(&train_step_seconds);
 
     let calls = trainer.model.schedule.calls_per_step();
     let call = net_call_flops(c);
@@ -140,7 +157,7 @@ pub fn bench(
     let per_example =
         calls.without_grad as f64 * call + 3.0 * (calls.with_grad as f64 * call + head);
     let train_flops_per_step = per_example * batch as f64;
-    let per_s = steps as f64 / train_seconds;
+    let per_s = 1.0 / step_seconds;
 
     let eval_rows = split_from_examples(
         c.seq_len,
@@ -162,6 +179,8 @@ pub fn bench(
         train_steps: steps,
         train_seconds,
         train_examples_per_s: per_s * batch as f64,
+        train_examples_per_s_mean: (steps * batch) as f64 / train_seconds,
+        train_step_seconds,
         train_tokens_per_s: per_s * (batch * c.seq_len) as f64,
         train_flops_per_step,
         train_tflops,
@@ -172,7 +191,33 @@ pub fn bench(
     })
 }
 
+/// The middle value of `xs` (the mean of the two middle ones for an even count);
+/// NaN for none.
+fn median(xs: &[f64]) -> f64 {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 fn clone_experiment(e: &ExperimentConfig) -> Result<ExperimentConfig> {
     let text = toml::to_string(e).map_err(|err| Error::Other(err.to_string()))?;
     ExperimentConfig::from_toml(&text, "bench")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        // The first step's page faults do not move it.
+        assert_eq!(median(&[9.0, 1.0, 1.5]), 1.5);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }

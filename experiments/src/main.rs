@@ -12,9 +12,6 @@ use recursa_core::error::exit_code;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h; the crate names no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> ExitCode {
     // Die quietly when the reader of stdout goes away (`recursa ... | head`), as
     // command-line tools do, instead of panicking on a broken pipe.
@@ -23,12 +20,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Never hand freed pages back to the OS. By default mimalloc does so 10 ms after a
-    // free; a training step frees and reallocates the same large buffers every few
-    // milliseconds, and zeroing the re-faulted pages was an eighth of the CPU time
-    // (docs/performance.md). The cost is the freed pages staying resident.
-    // SAFETY: sets a plain integer option of the allocator; no other thread runs yet.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    recursa::keep_freed_pages();
     // Training and evaluation steps run on a thread of rayon's pool
     // (recursa_core::train::pool): give its threads the main thread's 8 MiB of stack
     // rather than the 2 MiB of a spawned thread. The pool's size still follows

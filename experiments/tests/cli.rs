@@ -624,6 +624,29 @@ fn bench_runs_a_paper_config_without_its_dataset() {
     );
     assert_eq!(last["dtype"], "f32");
     assert!(out.contains("peak memory (RSS)"), "{out}");
+    // One time per timed step; with one step the median and the mean agree.
+    let times = last["train_step_seconds"].as_array().unwrap();
+    assert_eq!(times.len(), 1, "{out}");
+    let per_s = |key: &str| last[key].as_f64().unwrap();
+    assert!(
+        (per_s("train_examples_per_s") - per_s("train_examples_per_s_mean")).abs()
+            <= 1e-9 * per_s("train_examples_per_s"),
+        "{out}"
+    );
+    assert!(
+        (per_s("train_examples_per_s") * times[0].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{out}"
+    );
+    // No timed step is a usage error, not a NaN throughput.
+    let (code, _, err) = recursa(&[
+        "bench",
+        "--config",
+        "experiments/configs/dis-compact.toml",
+        "--steps",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--steps must be at least 1"), "{err}");
     // `--json` prints the result alone, with the peak memory the wrapper compares.
     let (code, out, err) = bench(&["--json"]);
     assert_eq!(code, 0, "{err}");

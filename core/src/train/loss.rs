@@ -206,11 +206,27 @@ fn onto<const D: usize>(t: Tensor<B, D>, device: &Device) -> Tensor<B, D> {
     }
 }
 
-fn scalar(t: Tensor<B, 1>) -> f64 {
-    t.into_data()
+/// The values of one-element tensors, read from the device at once: one host
+/// synchronisation per step for all the metrics (on a GPU each read is a stall).
+/// They are joined in f64 if any is (stablemax's loss is), else in f32: every
+/// value reads as it would alone.
+fn scalars<const N: usize>(ts: [Tensor<B, 1>; N], device: &Device) -> [f64; N] {
+    use burn::tensor::DType;
+    let dtype = match ts.iter().any(|t| t.dtype() == DType::F64) {
+        true => DType::F64,
+        false => DType::F32,
+    };
+    let ts = ts
+        .into_iter()
+        .map(|t| onto(t, device).cast(dtype).reshape([1]))
+        .collect::<Vec<_>>();
+    let values = Tensor::cat(ts, 0)
+        .into_data()
         .convert::<f64>()
         .to_vec::<f64>()
-        .expect("converted to f64")[0]
+        .expect("converted to f64");
+    // The concatenation of N one-element tensors has N values.
+    std::array::from_fn(|i| values[i])
 }
 
 /// The reference ACT loss head for one step. `carry` is the carry *after* the step
@@ -273,23 +289,37 @@ pub fn act_loss(
     let lm_loss = row_loss.sum();
 
     let (q_halt_loss, q_continue_loss) = q_loss(&seq_is_correct_f);
-    let mut total = lm_loss.clone();
-    let mut metrics = Metrics {
-        count: scalar(valid_f.clone().sum()),
-        accuracy: scalar((row_accuracy * valid_f.clone()).sum()),
-        exact_accuracy: scalar((seq_is_correct.clone().float() * valid_f.clone()).sum()),
-        q_halt_accuracy: scalar((q_halt_right.float() * valid_f.clone()).sum()),
-        steps: scalar((carry.steps.clone().float() * valid_f).sum()),
-        lm_loss: scalar(lm_loss.clone().detach()),
-        ..Metrics::default()
+    // An absent q loss reads as 0, as the metric it leaves at its default.
+    let q_value = |q: &Option<Tensor<B, 1>>| match q {
+        Some(q) => q.clone().detach(),
+        None => Tensor::zeros([1], &device),
     };
+    let [count, accuracy, exact_accuracy, q_halt_accuracy, steps, lm, q_halt, q_continue] = scalars(
+        [
+            valid_f.clone().sum(),
+            (row_accuracy * valid_f.clone()).sum(),
+            (seq_is_correct.clone().float() * valid_f.clone()).sum(),
+            (q_halt_right.float() * valid_f.clone()).sum(),
+            (carry.steps.clone().float() * valid_f).sum(),
+            lm_loss.clone().detach(),
+            q_value(&q_halt_loss),
+            q_value(&q_continue_loss),
+        ],
+        &device,
+    );
+    let metrics = Metrics {
+        count,
+        accuracy,
+        exact_accuracy,
+        q_halt_accuracy,
+        steps,
+        lm_loss: lm,
+        q_halt_loss: q_halt,
+        q_continue_loss: q_continue,
+    };
+    let mut total = lm_loss.clone();
     let dtype = total.dtype();
-    if let Some(q) = &q_halt_loss {
-        metrics.q_halt_loss = scalar(q.clone().detach());
-        total = total + q.clone().cast(dtype) * 0.5;
-    }
-    if let Some(q) = &q_continue_loss {
-        metrics.q_continue_loss = scalar(q.clone().detach());
+    for q in [&q_halt_loss, &q_continue_loss].into_iter().flatten() {
         total = total + q.clone().cast(dtype) * 0.5;
     }
     StepLoss {

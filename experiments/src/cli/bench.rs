@@ -14,7 +14,7 @@ pub struct BenchArgs {
     /// comma-separated (cpu,cpu: one replica per core, batch rows cut between them).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
-    /// Timed training steps (after 2 warm-up steps).
+    /// Timed training steps (after 2 warm-up steps); throughput is from the median step.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
     /// Batch size (default: the experiment's train.global_batch_size).
@@ -52,13 +52,15 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         r.train_flops_per_step, r.eval_flops_per_example
     );
     println!(
-        "train: {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}",
+        "train: {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{} (median of {} steps; mean {:.1} examples/s)",
         r.train_examples_per_s,
         r.train_tokens_per_s,
         r.train_tflops,
         r.mfu
             .map(|m| format!(", MFU {:.1}%", 100.0 * m))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        r.train_steps,
+        r.train_examples_per_s_mean,
     );
     println!(
         "eval:  {:.1} examples/s (rollouts of the halting policy's maximum steps)",
