@@ -664,7 +664,7 @@ fn place<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Place {
 }
 
 /// Whether `t` is an f32 tensor in host memory with no autodiff.
-fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+pub(crate) fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     place(t) == Place::Host
 }
 
