@@ -437,15 +437,7 @@ fn attention_tracked<B: Backend>(
     let [batch, seq, heads, d] = q.dims();
     let (device, rows) = (q.device(), batch * heads * seq);
     let values = |x: &Tensor<B, 4>| x.clone().detach().into_data();
-    let (e, sums, v1) = exp_scores(
-        [batch, seq, heads, d],
-        &values(&q),
-        &values(&k),
-        &values(&v),
-    );
-    let e = Tensor::<B, 4>::from_data(e, (&device, DType::F32));
-    let sums = Tensor::<B, 2>::from_data(sums, (&device, DType::F32));
-    let v1 = Tensor::<B, 4>::from_data(v1, (&device, DType::F32));
+    let (q_values, k_values, v_values) = (values(&q), values(&k), values(&v));
     // Row (b, h, s) of the heads-first layout is row (b, s, h) of the input's.
     let (mut to_heads, mut to_positions) = (vec![0i64; rows], vec![0i64; rows]);
     for b in 0..batch {
@@ -466,9 +458,18 @@ fn attention_tracked<B: Backend>(
             .reshape([batch, heads, seq, d])
     };
     let (q, k, v) = (heads_first(q), heads_first(k), heads_first(v));
-    let c = (q.matmul(k.swap_dims(2, 3)) * e.clone())
-        .matmul(v1)
-        .reshape([rows, d + 1]);
+    // The scores' product joins the graph on this thread while the pool's other
+    // threads compute the constants: burn-flex spends most of that product zeroing
+    // and copying its `[seq, seq]` output on one thread. Only this thread adds to
+    // burn's graph, in the same order as without the join.
+    let (scores, (e, sums, v1)) = rayon::join(
+        || q.matmul(k.swap_dims(2, 3)),
+        || exp_scores([batch, seq, heads, d], &q_values, &k_values, &v_values),
+    );
+    let e = Tensor::<B, 4>::from_data(e, (&device, DType::F32));
+    let sums = Tensor::<B, 2>::from_data(sums, (&device, DType::F32));
+    let v1 = Tensor::<B, 4>::from_data(v1, (&device, DType::F32));
+    let c = (scores * e.clone()).matmul(v1).reshape([rows, d + 1]);
     let zero = c.clone() - c.detach();
     let a = e.matmul(v).reshape([rows, d]);
     let out = (a + zero.clone().narrow(1, 0, d)) / (sums + zero.narrow(1, d, 1));
