@@ -25,7 +25,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const REPETITIONS: usize = 6;
 
 fn main() {
-    recursa::keep_freed_pages();
+    // As `recursa`: freed pages kept, 8 MiB pool stacks.
+    recursa::prepare_process();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().unwrap_or_else(|_| usage(&a)))
@@ -33,14 +34,12 @@ fn main() {
     let [batch, seq, heads, d] = match args[..] {
         [] => [4, 916, 8, 32],
         [b, s, h, d] if b * s * h * d > 0 => [b, s, h, d],
+        [_, _, _, _] => usage("shape (a size of 0)"),
         _ => usage("argument count"),
     };
-    // As `recursa`: the call runs on a pool thread, the other threads spin.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .stack_size(8 << 20)
-        .build_global();
     let host = Device::Flex(Default::default());
     let device = Device::autodiff(host.clone());
+    // As `recursa`: the call runs on a pool thread, the other threads spin.
     println!("attention with gradient, q, k, v: [{batch}, {seq}, {heads}, {d}]");
     on_pool(|| {
         for rep in 0..REPETITIONS {

@@ -21,15 +21,24 @@ use recursa_plugins as _;
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h; the crate names no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Tells mimalloc, the binaries' global allocator, never to hand freed pages back to
-/// the OS. By default it does so 10 ms after a free; a training step frees and
-/// reallocates the same large buffers every few milliseconds, and zeroing the
-/// re-faulted pages was an eighth of the CPU time (docs/performance.md). The cost is
-/// the freed pages staying resident. Call it first thing in `main`, before any
-/// other thread starts.
-pub fn keep_freed_pages() {
+/// Process-wide settings for the binaries built on this library; call it first
+/// thing in `main`, before any other thread starts.
+///
+/// * mimalloc, the binaries' global allocator, never hands freed pages back to the
+///   OS. By default it does so 10 ms after a free; a training step frees and
+///   reallocates the same large buffers every few milliseconds, and zeroing the
+///   re-faulted pages was an eighth of the CPU time (docs/performance.md). The cost
+///   is the freed pages staying resident.
+/// * Training and evaluation steps run on a thread of rayon's pool
+///   (`recursa_core::train::pool`): its threads get the main thread's 8 MiB of
+///   stack rather than the 2 MiB of a spawned thread. The pool's size still follows
+///   `RAYON_NUM_THREADS`. If the pool already exists, its default stack serves.
+pub fn prepare_process() {
     // SAFETY: sets a plain integer option of the allocator.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(8 << 20)
+        .build_global();
 }
 
 /// `6829058` as `6,829,058`: parameter counts as papers and configs write them.

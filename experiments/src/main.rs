@@ -20,15 +20,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    recursa::keep_freed_pages();
-    // Training and evaluation steps run on a thread of rayon's pool
-    // (recursa_core::train::pool): give its threads the main thread's 8 MiB of stack
-    // rather than the 2 MiB of a spawned thread. The pool's size still follows
-    // RAYON_NUM_THREADS. It fails only if the pool already exists, and then the
-    // default stack serves.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .stack_size(8 << 20)
-        .build_global();
+    recursa::prepare_process();
     match run(Cli::parse().command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(exit_code::CHECK_FAILED),

@@ -241,11 +241,7 @@ impl Trainer {
             own = slice_rows(batch, 0..local);
             batch = &own;
         }
-        let mut metrics = if self.alone() {
-            on_pool(|| self.local_step(batch))?
-        } else {
-            self.local_step(batch)?
-        };
+        let mut metrics = on_pool_when(self.alone(), || self.local_step(batch))?;
         for replica in &self.replicas {
             metrics.add(&replica.finish()?);
         }
@@ -377,11 +373,9 @@ impl Trainer {
             let world = self.world();
             if !split || host.rows < world {
                 let (model, loss) = (&self.model, self.config.loss);
-                return if self.alone() {
-                    on_pool(|| rollout_batch(model, loss, &net, host, &mut ctx, k))
-                } else {
+                return on_pool_when(self.alone(), || {
                     rollout_batch(model, loss, &net, host, &mut ctx, k)
-                };
+                });
             }
             let slice =
                 |r: usize| slice_rows(host, r * host.rows / world..(r + 1) * host.rows / world);
@@ -666,6 +660,15 @@ impl Worker for Trainer {
             &mut StepContext::eval(),
             k,
         )
+    }
+}
+
+/// `f` on a pool thread ([`on_pool`]) when the trainer is alone
+/// ([`Trainer::alone`]), else on the calling thread.
+fn on_pool_when<R: Send>(alone: bool, f: impl FnOnce() -> R + Send) -> R {
+    match alone {
+        true => on_pool(f),
+        false => f(),
     }
 }
 
