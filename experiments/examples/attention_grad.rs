@@ -20,12 +20,13 @@ use recursa_core::train::pool::on_pool;
 use recursa_core::{Device, B};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: recursa::alloc::Allocator = recursa::alloc::Allocator;
 
 const REPETITIONS: usize = 6;
 
 fn main() {
-    // As `recursa`: freed pages kept, 8 MiB pool stacks.
+    // As `recursa`: freed pages kept, large zeroed buffers from zero pages, 8 MiB
+    // pool stacks.
     recursa::prepare_process();
     let args: Vec<usize> = std::env::args()
         .skip(1)

@@ -3,6 +3,7 @@
 //! * [`verify`]: check this implementation against a reference fixture file.
 //! * [`plot`]: training curves of runs as a PNG and a CSV.
 
+pub mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod distributed;
@@ -29,6 +30,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 ///   reallocates the same large buffers every few milliseconds, and zeroing the
 ///   re-faulted pages was an eighth of the CPU time (docs/performance.md). The cost
 ///   is the freed pages staying resident.
+/// * Large zeroed byte buffers are fresh zero pages where the kernel allows it
+///   ([`alloc`]), if [`alloc::Allocator`] is the global allocator.
 /// * Training and evaluation steps run on a thread of rayon's pool
 ///   (`recursa_core::train::pool`): its threads get the main thread's 8 MiB of
 ///   stack rather than the 2 MiB of a spawned thread. The pool's size still follows
@@ -36,6 +39,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 pub fn prepare_process() {
     // SAFETY: sets a plain integer option of the allocator.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    alloc::enable_zero_pages();
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(8 << 20)
         .build_global();

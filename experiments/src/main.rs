@@ -7,10 +7,11 @@ use clap::Parser;
 use recursa::cli::{run, Cli};
 use recursa_core::error::exit_code;
 
-/// Keeps freed memory for reuse: the system allocator returns every large tensor
-/// buffer to the OS, and the page faults of the next one cost a fifth of a CPU step.
+/// mimalloc, which keeps freed memory for reuse (the system allocator returns every
+/// large tensor buffer to the OS, and the page faults of the next one cost a fifth of
+/// a CPU step), with large zeroed byte buffers from the kernel's zero pages.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: recursa::alloc::Allocator = recursa::alloc::Allocator;
 
 fn main() -> ExitCode {
     // Die quietly when the reader of stdout goes away (`recursa ... | head`), as
