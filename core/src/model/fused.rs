@@ -23,6 +23,11 @@
 //! hence these.
 
 use std::any::Any;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use burn::module::ParamId;
 
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -178,10 +183,13 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
 /// `x @ w` on the host without autodiff: one GEMM (the gemm crate's, as burn-flex's)
 /// per block of rows, the blocks on every core, into an output that is written once.
 /// burn-flex's matmul fills its output with zeros and then copies it to realign it
-/// (a tenth of trm-sudoku-mlpt's evaluation, docs/performance.md). The weight,
-/// shared with the module, is copied once to be read. Gives the inputs back (`Err`)
-/// where burn's matmul must run (see [`on_host`]), and for empty shapes (with
-/// `k = 0` the GEMM would write nothing).
+/// (a tenth of trm-sudoku-mlpt's evaluation, docs/performance.md). Gives the inputs
+/// back (`Err`) where burn's matmul must run (see [`on_host`]), and for empty shapes
+/// (with `k = 0` the GEMM would write nothing).
+///
+/// `weight` names the parameter columns w holds: inside [`FrozenWeights`] their
+/// host copy is made once and reused, not made again at every call (burn-flex
+/// copies a tensor that the module also holds).
 ///
 /// # Shapes
 /// `x: [m, k]`, `w: [k, n]` (a column view of a wider weight too) -> `[m, n]`
@@ -189,18 +197,47 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
 pub fn matmul<B: Backend>(
     x: Tensor<B, 2>,
     w: Tensor<B, 2>,
+    weight: Option<WeightKey>,
 ) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>)> {
+    let n = w.dims()[1];
+    matmul_column_blocks(x, w, weight, [n]).map(|[y]| y)
+}
+
+/// [`matmul`] for N consecutive column blocks of w, `widths` wide, each product its
+/// own contiguous tensor: x and w are read (copied to the host) once for all N
+/// (the q|k|v and gate|up projections).
+///
+/// # Shapes
+/// `x: [m, k]`, `w: [k, sum(widths)]` -> `[m, widths[i]]` each
+#[allow(clippy::type_complexity)]
+pub fn matmul_column_blocks<B: Backend, const N: usize>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    weight: Option<WeightKey>,
+    widths: [usize; N],
+) -> Result<[Tensor<B, 2>; N], (Tensor<B, 2>, Tensor<B, 2>)> {
     let ([m, k], [k_w, n]) = (x.dims(), w.dims());
-    if !on_host(&x) || !on_host(&w) || k != k_w || m == 0 || n == 0 || k == 0 {
+    let fits = widths.iter().sum::<usize>() == n && widths.iter().all(|&c| c > 0);
+    if !on_host(&x) || !on_host(&w) || k != k_w || m == 0 || k == 0 || !fits {
         return Err((x, w));
     }
     let device = x.device();
-    let (x, w) = (x.into_data(), w.into_data());
+    let (x, w) = (x.into_data(), host_weight(w, weight));
     // unwrap: f32, checked by `on_host`.
     let (x, w) = (x.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap());
-    let mut out = Vec::<f32>::with_capacity(m * n);
+    let mut first_col = 0;
+    Ok(widths.map(|cols| {
+        let out = gemm_rows(x, [m, k], &w[first_col..], n, cols);
+        first_col += cols;
+        Tensor::from_data(TensorData::new(out, [m, cols]), (&device, DType::F32))
+    }))
+}
+
+/// `x @ w[:, ..cols]` for row-major x (`[m, k]`) and w (rows `n` apart): blocks
+/// of rows, each at least [`MATMUL_ROWS`] tall, one per thread.
+fn gemm_rows(x: &[f32], [m, k]: [usize; 2], w: &[f32], n: usize, cols: usize) -> Vec<f32> {
+    let mut out = Vec::<f32>::with_capacity(m * cols);
     let out_ptr = SharedOut(out.as_mut_ptr());
-    // Blocks of rows, one per thread, each at least MATMUL_ROWS tall.
     let blocks = rayon::current_num_threads()
         .min(m.div_ceil(MATMUL_ROWS))
         .max(1);
@@ -209,30 +246,130 @@ pub fn matmul<B: Backend>(
         .into_par_iter()
         .for_each(|block| {
             let (first, rows) = (block * block_rows, block_rows.min(m - block * block_rows));
-            // SAFETY: rows `first..first + rows` of x (k values each) and of out (n
-            // each) are inside their buffers; the blocks are disjoint, and with
-            // `read_dst` false the GEMM writes every element of its block without
-            // reading it.
+            // SAFETY: rows `first..first + rows` of x (k values each) and of out
+            // (cols each) are inside their buffers, and w's k rows, n apart, hold
+            // cols values each (the caller's slice starts at the block's first
+            // column); the blocks are disjoint, and with `read_dst` false the GEMM
+            // writes every element of its block without reading it.
             unsafe {
                 gemm_into(
-                    [rows, k, n],
-                    (out_ptr.at(first * n), n as isize),
+                    [rows, k, cols],
+                    (out_ptr.at(first * cols), cols as isize),
                     (x.as_ptr().add(first * k), k as isize, 1),
                     (w.as_ptr(), n as isize, 1),
                 );
             }
         });
-    // SAFETY: the blocks cover rows 0..m, and the GEMMs wrote all m x n values.
-    unsafe { out.set_len(m * n) };
-    Ok(Tensor::from_data(
-        TensorData::new(out, [m, n]),
-        (&device, DType::F32),
-    ))
+    // SAFETY: the blocks cover rows 0..m, and the GEMMs wrote all m x cols values.
+    unsafe { out.set_len(m * cols) };
+    out
 }
 
 /// The fewest rows per block of [`matmul`]: below that a GEMM call's packing of w
 /// costs more than a second core saves.
 const MATMUL_ROWS: usize = 64;
+
+/// Which columns of which parameter a weight is (the fused q|k|v and gate|up
+/// projections are read a column block at a time).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct WeightKey {
+    pub param: ParamId,
+    pub first_col: usize,
+    pub cols: usize,
+}
+
+/// Host copies of weights, each with the parameter columns it holds.
+type KeptWeights = Vec<(WeightKey, Arc<TensorData>)>;
+
+thread_local! {
+    /// The host copies of the weights read inside this thread's open
+    /// [`FrozenWeights`]; `None` when none is open.
+    static FROZEN: RefCell<Option<KeptWeights>> = const { RefCell::new(None) };
+}
+
+/// A span of this thread's work during which no weight changes: a no-grad block
+/// (`NoGrad`) or an evaluation rollout. While one is open, [`matmul`] copies each
+/// weight it is given a key for to the host once, where it otherwise copies it at
+/// every call (burn-flex copies a tensor that something else also holds, and the
+/// network holds its weights); TRM-arc's evaluation calls each weight 21 times per
+/// step. The copies are dropped when the outermost span closes. Not `Send`: it
+/// covers the forward of the thread that opened it, and no other work that thread
+/// runs meanwhile: `train::pool::on_pool`, which hands whole steps to the pool's
+/// threads, runs each apart from any span ([`apart_from_frozen_weights`]).
+pub struct FrozenWeights {
+    /// Whether this span opened the thread's cache (the outermost one).
+    outermost: bool,
+    _this_thread: PhantomData<*const ()>,
+}
+
+impl FrozenWeights {
+    /// Opens a span on this thread (inside another, it joins the outer one).
+    pub fn open() -> Self {
+        let outermost = FROZEN.with(|frozen| {
+            let mut frozen = frozen.borrow_mut();
+            let outermost = frozen.is_none();
+            if outermost {
+                *frozen = Some(Vec::new());
+            }
+            outermost
+        });
+        FrozenWeights {
+            outermost,
+            _this_thread: PhantomData,
+        }
+    }
+}
+
+impl Drop for FrozenWeights {
+    fn drop(&mut self) {
+        if self.outermost {
+            FROZEN.with(|frozen| *frozen.borrow_mut() = None);
+        }
+    }
+}
+
+/// Runs `f` with this thread's open [`FrozenWeights`] span set aside, and restores
+/// it afterwards: for work that is not the span's own. A thread waiting for rayon
+/// inside a span may be handed another caller's whole step (`train::pool::on_pool`
+/// runs each step as a job of the shared pool), whose weights are other tensors
+/// and change between its steps.
+pub fn apart_from_frozen_weights<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<KeptWeights>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let kept = self.0.take();
+            FROZEN.with(|frozen| *frozen.borrow_mut() = kept);
+        }
+    }
+    let _restore = Restore(FROZEN.with(|frozen| frozen.borrow_mut().take()));
+    f()
+}
+
+/// w's values on the host: the copy kept for `weight` in an open [`FrozenWeights`],
+/// made and kept there on the first call; a fresh copy outside one.
+fn host_weight<B: Backend>(w: Tensor<B, 2>, weight: Option<WeightKey>) -> Arc<TensorData> {
+    let dims = w.dims();
+    let Some(key) = weight else {
+        return Arc::new(w.into_data());
+    };
+    let kept = FROZEN.with(|frozen| {
+        let frozen = frozen.borrow();
+        let (_, data) = frozen.as_ref()?.iter().find(|(k, _)| *k == key)?;
+        // The same parameter columns have the same shape; anything else is not
+        // this weight, and is read afresh.
+        (data.shape == dims.into()).then(|| data.clone())
+    });
+    if let Some(data) = kept {
+        return data;
+    }
+    let data = Arc::new(w.into_data());
+    FROZEN.with(|frozen| {
+        if let Some(kept) = frozen.borrow_mut().as_mut() {
+            kept.push((key, data.clone()));
+        }
+    });
+    data
+}
 
 /// Attention's core, `softmax(q k^T / sqrt(d)) v` per head.
 ///
@@ -1030,10 +1167,90 @@ mod tests {
             let wide = t(k, 2 * n, 1.1);
             for w in [wide.clone().narrow(1, 0, n), wide.clone().narrow(1, n, n)] {
                 let want = x.clone().matmul(w.clone());
-                let got = matmul(x.clone(), w).unwrap_or_else(|_| panic!("host f32 tensors"));
+                let got = matmul(x.clone(), w, None).unwrap_or_else(|_| panic!("host f32 tensors"));
                 assert_close(got, want, 1e-5, &format!("matmul {m}x{k}x{n}"));
             }
         }
+    }
+
+    /// Column blocks of one weight, read once: each block's product is the
+    /// single-block kernel's on that column view, bit for bit.
+    #[test]
+    fn column_blocks_are_the_products_with_column_views() {
+        let device: Device = Default::default();
+        let x =
+            Tensor::<B, 2>::from_data(TensorData::new(wave(70 * 9, 0.2, 1.5), [70, 9]), &device);
+        let w =
+            Tensor::<B, 2>::from_data(TensorData::new(wave(9 * 12, 0.7, 1.5), [9, 12]), &device);
+        let blocks = matmul_column_blocks(x.clone(), w.clone(), None, [3, 4, 5])
+            .unwrap_or_else(|_| panic!("host f32 tensors"));
+        let values = |t: Tensor<B, 2>| t.into_data().to_vec::<f32>().unwrap();
+        for (block, (first, cols)) in blocks.into_iter().zip([(0, 3), (3, 4), (7, 5)]) {
+            let one = matmul(x.clone(), w.clone().narrow(1, first, cols), None)
+                .unwrap_or_else(|_| panic!("host f32 tensors"));
+            assert_eq!(
+                values(block),
+                values(one),
+                "columns {first}..{}",
+                first + cols
+            );
+        }
+        // Widths that do not add up to w's give the inputs back.
+        assert!(matmul_column_blocks(x, w, None, [3, 4]).is_err());
+    }
+
+    /// Inside a [`FrozenWeights`] span a keyed weight is read once: a changed
+    /// tensor under the same key still gives the first one's product (which is
+    /// what the span promises callers: their weights do not change inside it).
+    /// After the span closes the new tensor is read.
+    #[test]
+    fn frozen_weights_are_read_once_per_span() {
+        let device: Device = Default::default();
+        let t = |v: Vec<f32>, shape: [usize; 2]| {
+            Tensor::<B, 2>::from_data(TensorData::new(v, shape), &device)
+        };
+        let x = t(vec![1.0, 2.0], [1, 2]);
+        let (w1, w2) = (
+            t(vec![1.0, 0.0, 0.0, 1.0], [2, 2]),
+            t(vec![2.0, 0.0, 0.0, 2.0], [2, 2]),
+        );
+        let key = Some(WeightKey {
+            param: ParamId::new(),
+            first_col: 0,
+            cols: 2,
+        });
+        let product = |w: &Tensor<B, 2>| {
+            matmul(x.clone(), w.clone(), key)
+                .unwrap_or_else(|_| panic!("host f32 tensors"))
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        {
+            let _outer = FrozenWeights::open();
+            assert_eq!(product(&w1), [1.0, 2.0]);
+            {
+                // A nested span joins the outer one and leaves it open on closing.
+                let _inner = FrozenWeights::open();
+                assert_eq!(product(&w2), [1.0, 2.0], "the copy kept for the key");
+            }
+            assert_eq!(product(&w2), [1.0, 2.0], "still inside the outer span");
+        }
+        assert_eq!(product(&w2), [2.0, 4.0], "read afresh after the span");
+        // Work set apart from the span reads afresh; the span is back after it.
+        {
+            let _span = FrozenWeights::open();
+            assert_eq!(product(&w1), [1.0, 2.0]);
+            assert_eq!(apart_from_frozen_weights(|| product(&w2)), [2.0, 4.0]);
+            assert_eq!(product(&w2), [1.0, 2.0], "the span's copy again");
+        }
+        // Without a key nothing is kept, inside a span too.
+        let _span = FrozenWeights::open();
+        let plain = |w: &Tensor<B, 2>| {
+            matmul(x.clone(), w.clone(), None).unwrap_or_else(|_| panic!("host f32 tensors"))
+        };
+        assert_eq!(plain(&w1).into_data().to_vec::<f32>().unwrap(), [1.0, 2.0]);
+        assert_eq!(plain(&w2).into_data().to_vec::<f32>().unwrap(), [2.0, 4.0]);
     }
 
     /// The blocked attention against burn's matmul, softmax, matmul: sequences

@@ -42,7 +42,8 @@ pub fn casted_linear<B: Backend>(
 /// # Shapes
 /// `x: [..., d_in]` -> `[..., d_out]`
 pub fn linear_rows<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let y = matmul_rows(x, layer.weight.val());
+    let cols = layer.weight.dims()[1];
+    let y = matmul_columns(x, &layer.weight, 0, cols);
     match &layer.bias {
         Some(bias) => y + bias.val().unsqueeze(),
         None => y,
@@ -54,11 +55,88 @@ pub fn linear_rows<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D
 /// # Shapes
 /// `x: [..., k]`, `w: [k, n]` -> `[..., n]`
 pub fn matmul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tensor<B, D> {
+    matmul_rows_of(x, w, None)
+}
+
+/// `x W[:, first_col..first_col + cols]` over the last axis, W a weight parameter
+/// (a column block of a fused projection, or all of it): [`matmul_rows`], with the
+/// weight's host copy made once inside a `fused::FrozenWeights` span.
+///
+/// # Shapes
+/// `x: [..., k]`, `weight: [k, >= first_col + cols]` -> `[..., cols]`
+pub fn matmul_columns<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: &Param<Tensor<B, 2>>,
+    first_col: usize,
+    cols: usize,
+) -> Tensor<B, D> {
+    let key = fused::WeightKey {
+        param: weight.id,
+        first_col,
+        cols,
+    };
+    let w = weight.val();
+    // All of it as it is: a narrow would add a slice to the graph under autodiff.
+    let w = match first_col == 0 && cols == w.dims()[1] {
+        true => w,
+        false => w.narrow(1, first_col, cols),
+    };
+    matmul_rows_of(x, w, Some(key))
+}
+
+/// `x W` for N consecutive column blocks of a weight parameter W, `widths` wide:
+/// [`matmul_columns`] for each, but on the host x and W are read once for all N.
+///
+/// # Shapes
+/// `x: [..., k]`, `weight: [k, sum(widths)]` -> `[..., widths[i]]` each
+pub fn matmul_column_blocks<B: Backend, const D: usize, const N: usize>(
+    x: Tensor<B, D>,
+    weight: &Param<Tensor<B, 2>>,
+    widths: [usize; N],
+) -> [Tensor<B, D>; N] {
+    let dims = x.dims();
+    let [k, n] = weight.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let key = fused::WeightKey {
+        param: weight.id,
+        first_col: 0,
+        cols: n,
+    };
+    let x = match fused::on_host(&x) {
+        true => {
+            match fused::matmul_column_blocks(x.reshape([rows, k]), weight.val(), Some(key), widths)
+            {
+                Ok(blocks) => {
+                    return blocks.map(|y| {
+                        let mut dims = dims;
+                        dims[D - 1] = y.dims()[1];
+                        y.reshape(dims)
+                    })
+                }
+                Err((x, _)) => x.reshape(dims),
+            }
+        }
+        false => x,
+    };
+    // Under autodiff and off the host: one GEMM per column view.
+    let mut first_col = 0;
+    widths.map(|cols| {
+        let y = matmul_columns(x.clone(), weight, first_col, cols);
+        first_col += cols;
+        y
+    })
+}
+
+fn matmul_rows_of<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    w: Tensor<B, 2>,
+    key: Option<fused::WeightKey>,
+) -> Tensor<B, D> {
     let mut dims = x.dims();
     let [k, n] = w.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
     dims[D - 1] = n;
-    match fused::matmul(x.reshape([rows, k]), w) {
+    match fused::matmul(x.reshape([rows, k]), w, key) {
         Ok(y) => y.reshape(dims),
         Err((x, w)) => x.matmul(w).reshape(dims),
     }
@@ -188,10 +266,8 @@ impl<B: Backend> SwiGlu<B> {
         // weight, rather than one GEMM cut in two: the halves of a cut are strided
         // views, and silu on a strided view runs element by element on the CPU
         // (a third of a step in the profile, docs/performance.md).
-        let w = self.gate_up_proj.weight.val();
-        let inter = w.dims()[1] / 2;
-        let gate = matmul_rows(x.clone(), w.clone().narrow(1, 0, inter));
-        let up = matmul_rows(x, w.narrow(1, inter, inter));
+        let inter = self.gate_up_proj.weight.dims()[1] / 2;
+        let [gate, up] = matmul_column_blocks(x, &self.gate_up_proj.weight, [inter; 2]);
         let h = fused::silu_mul(gate, up);
         match &self.conv {
             None => linear_rows(&self.down_proj, h),
@@ -332,12 +408,9 @@ impl<B: Backend> Attention<B> {
         // q, k and v as three GEMMs on column views of the fused weight (same
         // weights, same names): each comes out contiguous, where cutting one q|k|v
         // product would leave strided views for RoPE and for backward.
-        let w = self.qkv_proj.weight.val();
-        let project = |i: usize| {
-            matmul_rows(x.clone(), w.clone().narrow(1, i * h * d, h * d))
-                .reshape([batch, seq, h, d])
-        };
-        let (mut q, mut k, v) = (project(0), project(1), project(2));
+        let [q, k, v] = matmul_column_blocks(x, &self.qkv_proj.weight, [h * d; 3]);
+        let heads = |t: Tensor<B, 3>| t.reshape([batch, seq, h, d]);
+        let (mut q, mut k, v) = (heads(q), heads(k), heads(v));
         if let Some(rope) = rope {
             q = rope.apply(q);
             k = rope.apply(k);

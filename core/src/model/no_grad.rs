@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 
+use super::fused::FrozenWeights;
 use super::layers::Rope;
 use super::Net;
 use crate::state::Latents;
@@ -14,13 +15,16 @@ use crate::{Device, B};
 /// A `torch.no_grad()` block: the network's copy and the conversions that run
 /// work without recording it for backward. On an autodiff device that is the
 /// network's inner (`valid()`) copy, so activations are freed as soon as they are
-/// used; elsewhere (evaluation) the network itself. Weights are shared, not copied.
+/// used; elsewhere (evaluation) the network itself. Weights are shared, not copied,
+/// and do not change while the block is alive: the CPU kernels copy each to the
+/// host once for the block ([`FrozenWeights`]).
 pub struct NoGrad<'a> {
     /// The network to call inside the block (borrowed when it has no autodiff).
     pub net: Cow<'a, Net>,
     /// The RoPE tables on the block's backend.
     pub rope: Option<Rope<B>>,
     autodiff: bool,
+    _frozen: FrozenWeights,
 }
 
 impl<'a> NoGrad<'a> {
@@ -32,6 +36,7 @@ impl<'a> NoGrad<'a> {
                 net: Cow::Borrowed(net),
                 rope: rope.cloned(),
                 autodiff,
+                _frozen: FrozenWeights::open(),
             };
         }
         NoGrad {
@@ -42,6 +47,7 @@ impl<'a> NoGrad<'a> {
                 rotate: r.rotate.clone().inner(),
             }),
             autodiff,
+            _frozen: FrozenWeights::open(),
         }
     }
 

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::model::fused::apart_from_frozen_weights;
+
 /// Runs `f` on a thread of rayon's global pool, or directly when the caller already
 /// is one (of any pool), and returns what it returns. The calling thread waits.
 ///
@@ -29,6 +31,9 @@ use std::time::{Duration, Instant};
 /// it for a device alone in its process and its machine's cores, never for
 /// in-process replicas or a group of processes.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    // A pool thread may run f while it waits inside another caller's work: f starts
+    // with no weights frozen (see `FrozenWeights`).
+    let f = || apart_from_frozen_weights(f);
     if rayon::current_thread_index().is_some() {
         return f();
     }
@@ -125,6 +130,46 @@ mod tests {
     fn runs_on_a_pool_thread() {
         assert!(rayon::current_thread_index().is_none());
         assert!(on_pool(rayon::current_thread_index).is_some());
+    }
+
+    /// A step handed to a pool thread that waits inside another step's frozen
+    /// weights reads its own weights: on_pool runs it apart from the span (here
+    /// on_pool is called on a pool thread, where it runs f at once).
+    #[test]
+    fn a_step_on_the_pool_does_not_see_another_steps_frozen_weights() {
+        use crate::model::fused::{matmul, FrozenWeights, WeightKey};
+        use crate::{Device, B};
+        use burn::module::ParamId;
+        use burn::tensor::{Tensor, TensorData};
+
+        let device: Device = Default::default();
+        let t = |v: Vec<f32>, shape: [usize; 2]| {
+            Tensor::<B, 2>::from_data(TensorData::new(v, shape), &device)
+        };
+        let x = t(vec![1.0, 2.0], [1, 2]);
+        let (w1, w2) = (
+            t(vec![1.0, 0.0, 0.0, 1.0], [2, 2]),
+            t(vec![3.0, 0.0, 0.0, 3.0], [2, 2]),
+        );
+        let key = Some(WeightKey {
+            param: ParamId::new(),
+            first_col: 0,
+            cols: 2,
+        });
+        let product = |w: &Tensor<B, 2>| {
+            matmul(x.clone(), w.clone(), key)
+                .unwrap_or_else(|_| panic!("host f32 tensors"))
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let (inside, handed) = rayon::scope(|_| {
+            let _span = FrozenWeights::open();
+            let inside = product(&w1);
+            (inside, on_pool(|| product(&w2)))
+        });
+        assert_eq!(inside, [1.0, 2.0]);
+        assert_eq!(handed, [3.0, 6.0], "the handed step read its own weight");
     }
 
     /// Calls in a row and from several threads at once, each with parallel work

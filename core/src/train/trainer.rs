@@ -15,6 +15,7 @@ use burn::tensor::Tensor;
 use serde::Serialize;
 
 use crate::experiment::ExperimentConfig;
+use crate::model::fused::FrozenWeights;
 use crate::model::Net;
 use crate::state::Carry;
 use crate::step::{LatentNoise, LoopedModel, StepContext};
@@ -699,11 +700,14 @@ fn rollout_batch(
     // contract), so the batch halts together after the last step: one check
     // per batch instead of a host sync per step.
     let mut last = None;
+    // No weight changes during the rollout: the CPU kernels copy each to the host once.
+    let frozen = FrozenWeights::open();
     for _ in 0..max_steps {
         let (next, out) = model.step_with(net, carry, &batch, ctx);
         carry = next;
         last = Some(out);
     }
+    drop(frozen);
     let Some(out) = last else {
         return Err(Error::config(
             "halting",
