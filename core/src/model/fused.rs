@@ -1013,7 +1013,7 @@ mod simd {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::B;
 
@@ -1203,54 +1203,73 @@ mod tests {
     /// tensor under the same key still gives the first one's product (which is
     /// what the span promises callers: their weights do not change inside it).
     /// After the span closes the new tensor is read.
-    #[test]
-    fn frozen_weights_are_read_once_per_span() {
-        let device: Device = Default::default();
-        let t = |v: Vec<f32>, shape: [usize; 2]| {
-            Tensor::<B, 2>::from_data(TensorData::new(v, shape), &device)
-        };
-        let x = t(vec![1.0, 2.0], [1, 2]);
-        let (w1, w2) = (
-            t(vec![1.0, 0.0, 0.0, 1.0], [2, 2]),
-            t(vec![2.0, 0.0, 0.0, 2.0], [2, 2]),
-        );
-        let key = Some(WeightKey {
-            param: ParamId::new(),
-            first_col: 0,
-            cols: 2,
-        });
-        let product = |w: &Tensor<B, 2>| {
-            matmul(x.clone(), w.clone(), key)
+    /// x = [1, 2] and two weights under one key, the identity (`w1`) and twice it
+    /// (`w2`): which one a keyed product read shows in its result.
+    pub(crate) struct KeyedProbe {
+        x: Tensor<B, 2>,
+        pub w1: Tensor<B, 2>,
+        pub w2: Tensor<B, 2>,
+        key: Option<WeightKey>,
+    }
+
+    impl KeyedProbe {
+        pub(crate) fn new() -> Self {
+            let device: Device = Default::default();
+            let t = |v: Vec<f32>, shape: [usize; 2]| {
+                Tensor::<B, 2>::from_data(TensorData::new(v, shape), &device)
+            };
+            KeyedProbe {
+                x: t(vec![1.0, 2.0], [1, 2]),
+                w1: t(vec![1.0, 0.0, 0.0, 1.0], [2, 2]),
+                w2: t(vec![2.0, 0.0, 0.0, 2.0], [2, 2]),
+                key: Some(WeightKey {
+                    param: ParamId::new(),
+                    first_col: 0,
+                    cols: 2,
+                }),
+            }
+        }
+
+        /// `x @ w` through [`matmul`] under the probe's key.
+        pub(crate) fn product(&self, w: &Tensor<B, 2>) -> Vec<f32> {
+            matmul(self.x.clone(), w.clone(), self.key)
                 .unwrap_or_else(|_| panic!("host f32 tensors"))
                 .into_data()
                 .to_vec::<f32>()
                 .unwrap()
-        };
+        }
+    }
+
+    #[test]
+    fn frozen_weights_are_read_once_per_span() {
+        let probe = KeyedProbe::new();
+        let (x, w1, w2) = (probe.x.clone(), &probe.w1, &probe.w2);
+        let product = |w: &Tensor<B, 2>| probe.product(w);
         {
             let _outer = FrozenWeights::open();
-            assert_eq!(product(&w1), [1.0, 2.0]);
+            assert_eq!(product(w1), [1.0, 2.0]);
             {
                 // A nested span joins the outer one and leaves it open on closing.
                 let _inner = FrozenWeights::open();
-                assert_eq!(product(&w2), [1.0, 2.0], "the copy kept for the key");
+                assert_eq!(product(w2), [1.0, 2.0], "the copy kept for the key");
             }
-            assert_eq!(product(&w2), [1.0, 2.0], "still inside the outer span");
+            assert_eq!(product(w2), [1.0, 2.0], "still inside the outer span");
         }
-        assert_eq!(product(&w2), [2.0, 4.0], "read afresh after the span");
+        assert_eq!(product(w2), [2.0, 4.0], "read afresh after the span");
         // Work set apart from the span reads afresh; the span is back after it.
         {
             let _span = FrozenWeights::open();
-            assert_eq!(product(&w1), [1.0, 2.0]);
-            assert_eq!(apart_from_frozen_weights(|| product(&w2)), [2.0, 4.0]);
-            assert_eq!(product(&w2), [1.0, 2.0], "the span's copy again");
+            assert_eq!(product(w1), [1.0, 2.0]);
+            assert_eq!(apart_from_frozen_weights(|| product(w2)), [2.0, 4.0]);
+            assert_eq!(product(w2), [1.0, 2.0], "the span's copy again");
         }
         // Without a key nothing is kept, inside a span too.
         let _span = FrozenWeights::open();
         let plain = |w: &Tensor<B, 2>| {
             matmul(x.clone(), w.clone(), None).unwrap_or_else(|_| panic!("host f32 tensors"))
         };
-        assert_eq!(plain(&w1).into_data().to_vec::<f32>().unwrap(), [1.0, 2.0]);
-        assert_eq!(plain(&w2).into_data().to_vec::<f32>().unwrap(), [2.0, 4.0]);
+        assert_eq!(plain(w1).into_data().to_vec::<f32>().unwrap(), [1.0, 2.0]);
+        assert_eq!(plain(w2).into_data().to_vec::<f32>().unwrap(), [2.0, 4.0]);
     }
 
     /// The blocked attention against burn's matmul, softmax, matmul: sequences
