@@ -43,7 +43,7 @@ pub fn casted_linear<B: Backend>(
 /// `x: [..., d_in]` -> `[..., d_out]`
 pub fn linear_rows<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let cols = layer.weight.dims()[1];
-    let y = matmul_columns(x, &layer.weight, 0, cols);
+    let [y] = matmul_column_blocks(x, &layer.weight, [cols]);
     match &layer.bias {
         Some(bias) => y + bias.val().unsqueeze(),
         None => y,
@@ -59,12 +59,12 @@ pub fn matmul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>)
 }
 
 /// `x W[:, first_col..first_col + cols]` over the last axis, W a weight parameter
-/// (a column block of a fused projection, or all of it): [`matmul_rows`], with the
-/// weight's host copy made once inside a `fused::FrozenWeights` span.
+/// (a column block of a fused projection, or all of it), in burn's ops: the path of
+/// [`matmul_column_blocks`] under autodiff and off the host.
 ///
 /// # Shapes
 /// `x: [..., k]`, `weight: [k, >= first_col + cols]` -> `[..., cols]`
-pub fn matmul_columns<B: Backend, const D: usize>(
+fn matmul_columns<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     weight: &Param<Tensor<B, 2>>,
     first_col: usize,
@@ -84,8 +84,10 @@ pub fn matmul_columns<B: Backend, const D: usize>(
     matmul_rows_of(x, w, Some(key))
 }
 
-/// `x W` for N consecutive column blocks of a weight parameter W, `widths` wide:
-/// [`matmul_columns`] for each, but on the host x and W are read once for all N.
+/// `x W` for N consecutive column blocks of a weight parameter W, `widths` wide
+/// (`[d_out]` for a plain linear layer): on the host x and W are read once for all
+/// N, and W's host copy is made once inside a `fused::FrozenWeights` span;
+/// elsewhere one burn matmul per column view.
 ///
 /// # Shapes
 /// `x: [..., k]`, `weight: [k, sum(widths)]` -> `[..., widths[i]]` each
