@@ -483,6 +483,118 @@ fn attention_host<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>)
     Tensor::from_data(out, (&device, DType::F32))
 }
 
+/// The gradients of attention's core, `softmax(q k^T) v` per head (q already
+/// scaled), for the output's gradient `d_out`: `(dq, dk, dv)`. Flash attention's
+/// backward, one task per (batch, head): the probabilities P are computed again
+/// from q and k (the forward keeps nothing `[seq, seq]`), then
+/// `dV = P^T dO`, `dP = dO V^T`, `dS = P * (dP - rowsum(P * dP))`, `dQ = dS K`,
+/// `dK = dS^T Q`: five GEMMs per head, on two `seq x seq` buffers per thread.
+///
+/// burn 0.21 cannot attach it to the `Dispatch` backend's graph (its tensor
+/// primitives are crate-private), so training does not call it; it is what a custom
+/// backward on `Autodiff<Dispatch>` would run (measured by the `attention_grad`
+/// example, docs/performance.md).
+///
+/// # Shapes
+/// `q, k, v, d_out: [batch, seq, heads, d]` row-major -> three of the same
+pub fn attention_backward_host(
+    [batch, seq, heads, d]: [usize; 4],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d_out: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = batch * seq * heads * d;
+    assert!(
+        [q.len(), k.len(), v.len(), d_out.len()] == [n; 4],
+        "attention_backward_host: every input holds batch x seq x heads x d values"
+    );
+    let (mut dq, mut dk, mut dv) = (
+        Vec::<f32>::with_capacity(n),
+        Vec::<f32>::with_capacity(n),
+        Vec::<f32>::with_capacity(n),
+    );
+    let (dq_ptr, dk_ptr, dv_ptr) = (
+        SharedOut(dq.as_mut_ptr()),
+        SharedOut(dk.as_mut_ptr()),
+        SharedOut(dv.as_mut_ptr()),
+    );
+    let (row, s) = ((heads * d) as isize, seq as isize);
+    if seq > 0 && d > 0 {
+        (0..batch * heads).into_par_iter().for_each_init(
+            || (vec![0.0f32; seq * seq], vec![0.0f32; seq * seq]),
+            |(p, dp), task| {
+                let (b, h) = (task / heads, task % heads);
+                // (b, position 0, h, 0): the head's first value.
+                let head = b * seq * heads * d + h * d;
+                // SAFETY: q, k, v, d_out and the outputs are read and written at
+                // rows 0..seq of head h (d values each, `row` apart), inside their n
+                // values; p and dp hold seq x seq. Each task writes only its own
+                // head's (b, :, h, :) values of dq, dk and dv, and every GEMM writes
+                // all of its destination (k = d or seq > 0).
+                unsafe {
+                    let (q, k, v, d_out) = (
+                        q.as_ptr().add(head),
+                        k.as_ptr().add(head),
+                        v.as_ptr().add(head),
+                        d_out.as_ptr().add(head),
+                    );
+                    // P = softmax(q k^T)
+                    gemm_into([seq, d, seq], (p.as_mut_ptr(), s), (q, row, 1), (k, 1, row));
+                    for r in p.chunks_exact_mut(seq) {
+                        simd::softmax_row(r);
+                    }
+                    // dV = P^T dO
+                    gemm_into(
+                        [seq, seq, d],
+                        (dv_ptr.at(head), row),
+                        (p.as_ptr(), 1, s),
+                        (d_out, row, 1),
+                    );
+                    // dP = dO V^T, then dS = P * (dP - rowsum(P * dP)) in its place
+                    gemm_into(
+                        [seq, d, seq],
+                        (dp.as_mut_ptr(), s),
+                        (d_out, row, 1),
+                        (v, 1, row),
+                    );
+                    for (p, dp) in p.chunks_exact(seq).zip(dp.chunks_exact_mut(seq)) {
+                        simd::softmax_grad_row(p, dp);
+                    }
+                    // dQ = dS K, dK = dS^T Q
+                    gemm_into(
+                        [seq, seq, d],
+                        (dq_ptr.at(head), row),
+                        (dp.as_ptr(), s, 1),
+                        (k, row, 1),
+                    );
+                    gemm_into(
+                        [seq, seq, d],
+                        (dk_ptr.at(head), row),
+                        (dp.as_ptr(), 1, s),
+                        (q, row, 1),
+                    );
+                }
+            },
+        );
+    }
+    if seq == 0 || d == 0 {
+        // Nothing to write: every output is empty or all zero.
+        dq.resize(n, 0.0);
+        dk.resize(n, 0.0);
+        dv.resize(n, 0.0);
+    } else {
+        // SAFETY: the tasks cover every (batch, head), and each wrote its seq x d
+        // values of each output.
+        unsafe {
+            dq.set_len(n);
+            dk.set_len(n);
+            dv.set_len(n);
+        }
+    }
+    (dq, dk, dv)
+}
+
 /// Query rows per task of [`attention`]. Each task's GEMMs pack k and v (and the
 /// block's probabilities) before multiplying, so fewer, taller blocks pay for that
 /// less often; the block bounds the scratch to `QUERY_BLOCK x seq` per thread.
@@ -912,6 +1024,27 @@ mod simd {
         /// `x <- exp(x - max x)` over one row; gives `sum exp(x - max x)`.
         pub fn exp_minus_max_row(x: &mut [f32]) -> f32 {
             exp_minus_max_sum(x)
+        }
+    }
+
+    per_instruction_set! {
+        /// The softmax's backward over one row: `dp <- p * (dp - sum(p * dp))`.
+        pub fn softmax_grad_row(p: &[f32], dp: &mut [f32]) {
+            let mut partial = [0.0f32; LANES];
+            let mut pc = p.chunks_exact(LANES);
+            let mut dc = dp.chunks_exact(LANES);
+            for (p, dp) in (&mut pc).zip(&mut dc) {
+                for i in 0..LANES {
+                    partial[i] += p[i] * dp[i];
+                }
+            }
+            for (p, dp) in pc.remainder().iter().zip(dc.remainder()) {
+                partial[0] += p * dp;
+            }
+            let dot = pairwise_sum(partial);
+            for (p, dp) in p.iter().zip(dp.iter_mut()) {
+                *dp = p * (*dp - dot);
+            }
         }
     }
 
@@ -1394,6 +1527,59 @@ pub(crate) mod tests {
             let (ours, burns) = (run(DType::F32, true), run(DType::F32, false));
             let names = ["value", "d/dq", "d/dk", "d/dv"];
             for (((exact, ours), burns), name) in exact.iter().zip(&ours).zip(&burns).zip(names) {
+                let error = |got: &Vec<f64>| {
+                    got.iter()
+                        .zip(exact)
+                        .fold(0.0f64, |m, (g, e)| m.max((g - e).abs()))
+                };
+                let scale = exact.iter().fold(0.0f64, |m, e| m.max(e.abs()));
+                let (ours, burns) = (error(ours), error(burns));
+                assert!(
+                    ours <= 2.0 * burns + 1e-6 * scale.max(1.0),
+                    "{name} {batch}x{seq}x{heads}x{d}: error {ours:e}, burn's {burns:e} (scale {scale})"
+                );
+            }
+        }
+    }
+
+    /// The host backward's gradients against the exact (f64) gradients of burn's
+    /// graph, as accurate as burn's f32 graph.
+    #[test]
+    fn host_attention_backward_is_as_accurate_as_burns_graph() {
+        let device = Device::autodiff(Device::default());
+        for [batch, seq, heads, d] in [[1, 1, 1, 1], [2, 7, 3, 4], [2, 70, 2, 32]] {
+            let n = batch * seq * heads * d;
+            let shape = [batch, seq, heads, d];
+            let values = [0.3, 1.7, 2.9, 4.1].map(|seed| wave(n, seed, 3.0));
+            let tensor = |v: &Vec<f32>, dtype: DType| {
+                let v = TensorData::new(v.clone(), shape).convert_dtype(dtype);
+                Tensor::<B, 4>::from_data(v, (&device, dtype))
+            };
+            // Gradients of `sum(attention(q, k, v) * w)` through burn's graph.
+            let graph = |dtype: DType| {
+                let [q, k, v] = [0, 1, 2].map(|i| tensor(&values[i], dtype).require_grad());
+                let heads_first = |x: Tensor<B, 4>| x.swap_dims(1, 2);
+                let scores = heads_first(q.clone() / (d as f64).sqrt())
+                    .matmul(heads_first(k.clone()).swap_dims(2, 3));
+                let out = activation::softmax(scores, 3).matmul(heads_first(v.clone()));
+                let w = heads_first(tensor(&values[3], dtype));
+                let grads = (out * w).sum().backward();
+                let f64s = |t: TensorData| t.convert::<f64>().to_vec::<f64>().unwrap();
+                [&q, &k, &v].map(|x| f64s(x.grad(&grads).unwrap().into_data()))
+            };
+            let (exact, burns) = (graph(DType::F64), graph(DType::F32));
+            let scale = 1.0 / (d as f32).sqrt();
+            let q_scaled: Vec<f32> = values[0].iter().map(|x| x * scale).collect();
+            let (dq, dk, dv) =
+                attention_backward_host(shape, &q_scaled, &values[1], &values[2], &values[3]);
+            let dq: Vec<f32> = dq.iter().map(|x| x * scale).collect();
+            let ours = [dq, dk, dv].map(|g| g.into_iter().map(f64::from).collect::<Vec<_>>());
+            for (((exact, ours), burns), name) in exact
+                .iter()
+                .zip(&ours)
+                .zip(&burns)
+                .zip(["d/dq", "d/dk", "d/dv"])
+            {
                 let error = |got: &Vec<f64>| {
                     got.iter()
                         .zip(exact)
