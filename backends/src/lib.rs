@@ -165,7 +165,9 @@ pub fn set_float_dtype(device: &Device, dtype: &str) -> Result<()> {
             ))
         }
     };
-    burn::tensor::backend::set_default_float_dtype::<recursa_core::B>(device, float)
+    // Through the inner `Dispatch` backend, which knows what each device supports
+    // (the autodiff decorator would accept any float type).
+    burn::tensor::backend::set_default_float_dtype::<burn::Dispatch>(device, float)
         .map_err(|e| Error::Backend(format!("{device:?} cannot use {dtype}: {e:?}")))
 }
 

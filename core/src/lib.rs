@@ -32,12 +32,23 @@ pub use halting::{HaltingConfig, HaltingPolicy};
 pub use schedule::{RecursionSchedule, ScheduleConfig};
 pub use target::{SupervisionTarget, TargetConfig};
 
-/// The one tensor backend recursa is written against.
+/// The one tensor backend recursa is written against: burn's autodiff over
+/// `burn::Dispatch`.
 ///
-/// `burn::Dispatch` picks the concrete backend (ndarray on CPU, CUDA, wgpu, libtorch)
-/// from the device at run time, so models and plugin trait objects are not generic.
-/// Autodiff is a property of the device (`Device::autodiff`), not of the type.
-pub type B = burn::Dispatch;
+/// `burn::Dispatch` picks the concrete backend (flex or ndarray on CPU, CUDA, wgpu,
+/// libtorch) from the device at run time, so models and plugin trait objects are not
+/// generic. The autodiff decorator is static so that an operation can bring its own
+/// backward (burn-autodiff's `Backward` trait; attention's on the CPU,
+/// `model::fused`), which burn's device-level autodiff (`Device::autodiff`) cannot.
+/// A tensor is tracked when it requires gradient or derives from one that does;
+/// work without gradient (evaluation, `model::no_grad::NoGrad`) runs on untracked
+/// tensors, whose graph entries burn frees at the next backward
+/// ([`model::no_grad::free_untracked`]).
+pub type B = burn::backend::Autodiff<burn::Dispatch>;
 
-/// A device of [`B`]: which backend, which card, with or without autodiff.
+/// The backend under [`B`]'s autodiff, where gradients (`GradientsParams`) live.
+pub type Inner = burn::Dispatch;
+
+/// A device of [`B`]: which backend, which card. Never an autodiff device:
+/// autodiff is in the type.
 pub type Device = burn::DispatchDevice;

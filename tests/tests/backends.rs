@@ -9,7 +9,6 @@
 //! compiling it in is the request to check it. `RECURSA_TEST_BACKENDS=cpu,wgpu`
 //! narrows the run to those names (CI compiles `cuda` without a GPU this way).
 
-use burn::module::AutodiffModule;
 use recursa_core::experiment::ExperimentConfig;
 use recursa_core::state::Batch;
 use recursa_core::step::StepContext;
@@ -195,7 +194,7 @@ fn train_step(spec: &str) -> (f64, Vec<(String, Vec<f32>)>) {
     let mut trainer = Trainer::new(&experiment(), &device).unwrap();
     recursa_tests::randomize_zero_inits(&mut trainer.model.net, 11);
     let m = trainer.train_step(&examples()).unwrap();
-    let mut state: Vec<_> = net_state_dict(&trainer.model.net.valid())
+    let mut state: Vec<_> = net_state_dict(&trainer.model.net)
         .into_iter()
         .map(|(name, t)| (name, t.values))
         .collect();

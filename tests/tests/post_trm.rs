@@ -52,7 +52,7 @@ fn logits(model: &LoopedModel, host: &HostBatch, progress: Option<f64>) -> Vec<f
 
 #[test]
 fn truncated_backpropagation_moves_the_gradient_boundary_and_not_the_forward() {
-    let ad = Device::autodiff(cpu());
+    let ad = cpu();
     let trm = |extra: &str| {
         experiment(
             &format!("name = \"trm\"\nh_cycles = 2\nl_cycles = 2\n{extra}"),

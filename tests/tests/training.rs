@@ -112,7 +112,7 @@ fn clipping_scales_the_global_gradient_norm() {
     use recursa_core::step::StepContext;
     use recursa_core::train::loss::{act_loss, LossType};
     let (e, mut train, _) = quick(&[]);
-    let device = recursa_core::Device::autodiff(cpu());
+    let device = cpu();
     let mut model = e.build(&device).unwrap();
     let batch = recursa_core::train::data::device_batch(&train.next(), &device);
     let (carry, out) = model.step(
@@ -135,7 +135,7 @@ fn clipping_scales_the_global_gradient_norm() {
                 _: Layout,
                 p: &mut Param<Tensor<B, D>>,
             ) {
-                if let Some(g) = self.0.get::<B, D>(p.id) {
+                if let Some(g) = self.0.get::<recursa_core::Inner, D>(p.id) {
                     self.1 += g.square().sum().into_scalar() as f64;
                 }
             }

@@ -1,9 +1,7 @@
 //! A `torch.no_grad()` block for the network: work inside it is not recorded for
 //! backward (TRM's first T-1 cycles, HRM's early updates, act-q's bootstrap pass).
 
-use std::borrow::Cow;
-
-use burn::module::AutodiffModule;
+use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::fused::FrozenWeights;
@@ -13,60 +11,36 @@ use crate::state::Latents;
 use crate::{Device, B};
 
 /// A `torch.no_grad()` block: the network's copy and the conversions that run
-/// work without recording it for backward. On an autodiff device that is the
-/// network's inner (`valid()`) copy, so activations are freed as soon as they are
-/// used; elsewhere (evaluation) the network itself. Weights are shared, not copied,
-/// and do not change while the block is alive: the CPU kernels copy each to the
-/// host once for the block ([`FrozenWeights`]).
-pub struct NoGrad<'a> {
-    /// The network to call inside the block (borrowed when it has no autodiff).
-    pub net: Cow<'a, Net>,
-    /// The RoPE tables on the block's backend.
+/// work without recording it for backward. The copy's weights are untracked
+/// (shared, not copied), so nothing computed inside keeps activations for a
+/// backward. Weights do not change while the block is alive: the CPU kernels copy
+/// each to the host once for the block ([`FrozenWeights`]).
+pub struct NoGrad {
+    /// The network to call inside the block.
+    pub net: Net,
+    /// The RoPE tables (constants).
     pub rope: Option<Rope<B>>,
-    autodiff: bool,
     _frozen: FrozenWeights,
 }
 
-impl<'a> NoGrad<'a> {
-    /// The block for `net` (on whatever device it lives) and its RoPE tables.
-    pub fn new(net: &'a Net, rope: Option<&Rope<B>>) -> Self {
-        let autodiff = is_autodiff(&net.h_init.val().device());
-        if !autodiff {
-            return NoGrad {
-                net: Cow::Borrowed(net),
-                rope: rope.cloned(),
-                autodiff,
-                _frozen: FrozenWeights::open(),
-            };
-        }
+impl NoGrad {
+    /// The block for `net` and its RoPE tables.
+    pub fn new(net: &Net, rope: Option<&Rope<B>>) -> Self {
         NoGrad {
-            net: Cow::Owned(net.valid()),
-            rope: rope.map(|r| Rope {
-                cos: r.cos.clone().inner(),
-                sin: r.sin.clone().inner(),
-                rotate: r.rotate.clone().inner(),
-            }),
-            autodiff,
+            net: net.clone().no_grad(),
+            rope: rope.cloned(),
             _frozen: FrozenWeights::open(),
         }
     }
 
     /// A float tensor brought into the block (its gradient history is left behind).
     pub fn input<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
-        if self.autodiff {
-            t.inner()
-        } else {
-            t
-        }
+        t.set_require_grad(false)
     }
 
     /// A float tensor brought out of the block, as a constant of the outer graph.
     pub fn output<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
-        if self.autodiff {
-            Tensor::from_inner(t)
-        } else {
-            t
-        }
+        t
     }
 
     /// Both latents brought into the block.
@@ -86,7 +60,15 @@ impl<'a> NoGrad<'a> {
     }
 }
 
-/// Whether `device` records operations for backward.
-pub fn is_autodiff(device: &Device) -> bool {
-    matches!(device, Device::Autodiff(_))
+/// Frees burn-autodiff's entries for the untracked operations run so far on this
+/// process. burn's autodiff registers every operation, untracked ones too (about a
+/// kilobyte each), and frees them only after a backward; a training step ends with
+/// one, an evaluation does not. So an evaluation calls this after each batch: a
+/// backward through one tracked element, whose clean-up frees them (a few
+/// microseconds per operation).
+pub fn free_untracked(device: &Device) {
+    let _ = Tensor::<B, 1>::zeros([1], device)
+        .require_grad()
+        .sum()
+        .backward();
 }

@@ -6,13 +6,13 @@ use burn::tensor::Tensor;
 
 use crate::model::names::{visit_net, Layout, Role, WeightVisitor};
 use crate::model::Net;
-use crate::B;
+use crate::{Inner, B};
 
 /// Scales every dense gradient by `min(1, max_norm / ||g||)`, the norm taken over
 /// all of them together (PyTorch `clip_grad_norm_`). The squared norms are summed on
 /// the device and read back once, not once per parameter (a stall each on a GPU).
 pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f64) {
-    struct Norm<'a>(&'a GradientsParams, Vec<Tensor<B, 1>>);
+    struct Norm<'a>(&'a GradientsParams, Vec<Tensor<Inner, 1>>);
     impl WeightVisitor<B> for Norm<'_> {
         fn visit<const D: usize>(
             &mut self,
@@ -21,7 +21,7 @@ pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f6
             _: Layout,
             p: &mut Param<Tensor<B, D>>,
         ) {
-            if let Some(g) = self.0.get::<B, D>(p.id) {
+            if let Some(g) = self.0.get::<Inner, D>(p.id) {
                 self.1.push(g.square().sum());
             }
         }
@@ -35,7 +35,7 @@ pub fn clip_global_norm(net: &mut Net, grads: &mut GradientsParams, max_norm: f6
             _: Layout,
             p: &mut Param<Tensor<B, D>>,
         ) {
-            if let Some(g) = self.0.remove::<B, D>(p.id) {
+            if let Some(g) = self.0.remove::<Inner, D>(p.id) {
                 self.0.register(p.id, g * self.1);
             }
         }

@@ -29,7 +29,7 @@ use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 use crate::train::data::HostBatch;
 use crate::train::loss::Metrics;
-use crate::{Device, Error, Result, B};
+use crate::{Device, Error, Inner, Result, B};
 
 fn collective_error(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Backend(format!("data parallel {what}: {e:?}"))
@@ -48,7 +48,7 @@ impl Peer {
     pub fn register(rank: usize, world: usize, device: &Device) -> Result<Peer> {
         let config = CollectiveConfig::default().with_num_devices(world);
         let id = PeerId::from(rank);
-        collective::register::<B>(id, device.inner().clone(), config)
+        collective::register::<Inner>(id, device.inner().clone(), config)
             .map_err(|e| collective_error("register", e))?;
         Ok(Peer { id, rank, world })
     }
@@ -56,7 +56,7 @@ impl Peer {
     /// The sum over ranks of every dense gradient.
     pub fn sum_grads(&self, grads: GradientsParams) -> Result<GradientsParams> {
         grads
-            .all_reduce::<B>(self.id, ReduceOperation::Sum)
+            .all_reduce::<Inner>(self.id, ReduceOperation::Sum)
             .map_err(|e| collective_error("gradient all-reduce", e))
     }
 
@@ -64,15 +64,18 @@ impl Peer {
     /// rank must pass the same `n` (equal local batches guarantee it).
     pub fn gather_rows(&self, local: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         let [n, d] = local.dims();
-        let padded = Tensor::<B, 2>::zeros([self.world * n, d], &local.device())
-            .slice_assign([self.rank * n..(self.rank + 1) * n, 0..d], local);
-        let sum = collective::all_reduce::<B>(
+        // The rows are values (no gradient flows through them): on the inner backend.
+        let padded = Tensor::<Inner, 2>::zeros([self.world * n, d], &local.device())
+            .slice_assign([self.rank * n..(self.rank + 1) * n, 0..d], local.inner());
+        let sum = collective::all_reduce::<Inner>(
             self.id,
             padded.into_primitive().tensor(),
             ReduceOperation::Sum,
         )
         .map_err(|e| collective_error("all-gather", e))?;
-        Ok(Tensor::from_primitive(TensorPrimitive::Float(sum)))
+        Ok(Tensor::from_inner(Tensor::from_primitive(
+            TensorPrimitive::Float(sum),
+        )))
     }
 
     /// [`Self::gather_rows`] for ids, sent as floats: exact below 2^24 ids, far
@@ -86,7 +89,7 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         // Leaving the group only fails if it is already gone; nothing to recover.
-        let _ = collective::finish_collective::<B>(self.id);
+        let _ = collective::finish_collective::<Inner>(self.id);
     }
 }
 

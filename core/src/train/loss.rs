@@ -10,7 +10,7 @@ use burn::tensor::{activation, DType, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Carry, StepOutput};
-use crate::{Device, B};
+use crate::B;
 
 /// Label value that contributes no loss and no metric.
 pub const IGNORE_LABEL_ID: i64 = -100;
@@ -194,23 +194,11 @@ pub struct StepLoss {
     pub seq_is_correct: Tensor<B, 1>,
 }
 
-/// `burn::Dispatch` keeps integer tensors, and floats made from them, on the inner
-/// device of an autodiff device; `from_inner` brings such a float (a constant for
-/// autodiff) onto `device` so it can meet the differentiable logits.
-fn onto<const D: usize>(t: Tensor<B, D>, device: &Device) -> Tensor<B, D> {
-    use burn::tensor::backend::Backend;
-    if B::ad_enabled(device) && !B::ad_enabled(&t.device()) {
-        Tensor::from_inner(t)
-    } else {
-        t
-    }
-}
-
 /// The values of one-element tensors, read from the device at once: one host
 /// synchronisation per step for all the metrics (on a GPU each read is a stall).
 /// They are joined in f64 if any is (stablemax's loss is), else in f32: every
 /// value reads as it would alone.
-fn scalars<const N: usize>(ts: [Tensor<B, 1>; N], device: &Device) -> [f64; N] {
+fn scalars<const N: usize>(ts: [Tensor<B, 1>; N]) -> [f64; N] {
     use burn::tensor::DType;
     let dtype = match ts.iter().any(|t| t.dtype() == DType::F64) {
         true => DType::F64,
@@ -218,7 +206,7 @@ fn scalars<const N: usize>(ts: [Tensor<B, 1>; N], device: &Device) -> [f64; N] {
     };
     let ts = ts
         .into_iter()
-        .map(|t| onto(t, device).cast(dtype).reshape([1]))
+        .map(|t| t.cast(dtype).reshape([1]))
         .collect::<Vec<_>>();
     let values = Tensor::cat(ts, 0)
         .into_data()
@@ -258,10 +246,8 @@ pub fn act_loss(
     let is_correct = mask.clone().bool_and(preds.clone().equal(labels.clone()));
     let correct_counts = is_correct.clone().int().sum_dim(1).reshape([rows]);
     let seq_is_correct = correct_counts.equal(loss_counts.clone());
-    // Integer-derived floats live on the inner device of an autodiff device; move
-    // the ones that meet the (differentiable) logits there.
+    let seq_is_correct_f = seq_is_correct.clone().float();
     let device = out.logits.device();
-    let seq_is_correct_f = onto(seq_is_correct.clone().float(), &device);
 
     // Metrics over rows that halted at this step and have a label.
     let valid = carry.halted.clone().bool_and(loss_counts.greater_elem(0));
@@ -278,13 +264,11 @@ pub fn act_loss(
         LossType::StablemaxCrossEntropy => stablemax_cross_entropy(out.logits.clone(), target),
         LossType::SoftmaxCrossEntropy => softmax_cross_entropy(out.logits.clone(), target),
     };
-    let divisor2 = onto(target_divisor, &device)
-        .cast(token_loss.dtype())
-        .reshape([rows, 1]);
+    let divisor2 = target_divisor.cast(token_loss.dtype()).reshape([rows, 1]);
     let mut row_loss = (token_loss / divisor2).sum_dim(1);
     if let Some(w) = &out.target_weight {
         let dtype = row_loss.dtype();
-        row_loss = row_loss * onto(w.clone(), &device).cast(dtype).reshape([rows, 1]);
+        row_loss = row_loss * w.clone().cast(dtype).reshape([rows, 1]);
     }
     let lm_loss = row_loss.sum();
 
@@ -294,8 +278,8 @@ pub fn act_loss(
         Some(q) => q.clone().detach(),
         None => Tensor::zeros([1], &device),
     };
-    let [count, accuracy, exact_accuracy, q_halt_accuracy, steps, lm, q_halt, q_continue] = scalars(
-        [
+    let [count, accuracy, exact_accuracy, q_halt_accuracy, steps, lm, q_halt, q_continue] =
+        scalars([
             valid_f.clone().sum(),
             (row_accuracy * valid_f.clone()).sum(),
             (seq_is_correct.clone().float() * valid_f.clone()).sum(),
@@ -304,9 +288,7 @@ pub fn act_loss(
             lm_loss.clone().detach(),
             q_value(&q_halt_loss),
             q_value(&q_continue_loss),
-        ],
-        &device,
-    );
+        ]);
     let metrics = Metrics {
         count,
         accuracy,

@@ -10,7 +10,7 @@
 //! steals the rest within 40-70 us (docs/performance.md, change 17).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::model::fused::apart_from_frozen_weights;
@@ -30,6 +30,8 @@ use crate::model::fused::apart_from_frozen_weights;
 /// pool thread (`RAYON_NUM_THREADS=1`) that work could never start. The trainer uses
 /// it for a device alone in its process and its machine's cores, never for
 /// in-process replicas or a group of processes.
+///
+/// Callers from outside the pool take turns ([`ONE_AT_A_TIME`]).
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     // A pool thread may run f while it waits inside another caller's work: f starts
     // with no weights frozen (see `FrozenWeights`).
@@ -37,6 +39,10 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();
     }
+    // A lock poisoned by a panicking f guards nothing that the panic left broken.
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // rayon::scope runs its closure on a pool thread when called from outside the
     // pool (rayon-core's `in_worker_cold`).
     rayon::scope(|_| {
@@ -59,6 +65,15 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         f()
     })
 }
+
+/// Held by a thread outside the pool while its [`on_pool`] call runs, so that one
+/// such call at a time is on the pool. A pool thread waiting inside one call's
+/// parallel work takes whatever work the pool has, another call's whole f
+/// included, and runs it on top of the first. burn's backward holds its graph's
+/// lock while it runs (and runs parallel work), and the backward of a second
+/// training step taken there waits for that lock forever: two tests training at
+/// once hung that way.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The spinning of the pool's other threads during one [`on_pool`] call.
 ///

@@ -29,12 +29,12 @@ use std::time::{Duration, Instant};
 
 use burn::module::Param;
 use burn::optim::GradientsParams;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::model::names::{visit_net, Layout, Role, WeightVisitor};
 use crate::model::Net;
 use crate::train::loss::Metrics;
-use crate::{Error, Result, B};
+use crate::{Error, Inner, Result, B};
 
 /// Where a rank sits in the group and how to reach rank 0.
 #[derive(Clone, Debug)]
@@ -582,7 +582,7 @@ pub fn unpack_dir(bytes: &[u8], dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn f32s<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+fn f32s<Any: Backend, const D: usize>(t: Tensor<Any, D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .to_vec::<f32>()
@@ -597,7 +597,7 @@ struct Flatten {
 
 impl WeightVisitor<B> for Flatten {
     fn visit<const D: usize>(&mut self, _: &str, _: Role, _: Layout, p: &mut Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.get::<B, D>(p.id) {
+        if let Some(g) = self.grads.get::<Inner, D>(p.id) {
             self.values.extend(f32s(g));
         }
     }
@@ -612,12 +612,12 @@ struct Unflatten<'a> {
 
 impl WeightVisitor<B> for Unflatten<'_> {
     fn visit<const D: usize>(&mut self, _: &str, _: Role, _: Layout, p: &mut Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.remove::<B, D>(p.id) {
+        if let Some(g) = self.grads.remove::<Inner, D>(p.id) {
             let shape = g.shape();
             let n = shape.num_elements();
             let values = self.values[self.at..self.at + n].to_vec();
             self.at += n;
-            let summed = Tensor::<B, D>::from_data(TensorData::new(values, shape), &g.device());
+            let summed = Tensor::<Inner, D>::from_data(TensorData::new(values, shape), &g.device());
             self.grads.register(p.id, summed);
         }
     }

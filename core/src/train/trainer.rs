@@ -9,13 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
+use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
 use serde::Serialize;
 
 use crate::experiment::ExperimentConfig;
 use crate::model::fused::FrozenWeights;
+use crate::model::no_grad::free_untracked;
 use crate::model::Net;
 use crate::state::Carry;
 use crate::step::{LatentNoise, LoopedModel, StepContext};
@@ -60,7 +61,7 @@ pub struct Trainer {
     optim: Dense,
     /// One carry per micro-batch.
     pub carries: Vec<Option<Carry>>,
-    /// The moving average of the dense parameters (no autodiff), when enabled.
+    /// The moving average of the dense parameters (untracked), when enabled.
     pub ema: Option<Net>,
     /// The sampler's state after the last batch trained on (what resume continues from).
     pub sampler: SamplerState,
@@ -76,7 +77,7 @@ pub struct Trainer {
     pub config: TrainConfig,
     pub(crate) seed: u64,
     pub(crate) schedule: LrSchedule,
-    /// The device without autodiff, where optimizer state lives.
+    /// The device, where optimizer state lives too.
     device: Device,
     /// Evaluate with K noisy trajectories per example selected by the halting head
     /// (PTRM, [`crate::train::trajectories`]); `None`: the plain rollout.
@@ -84,7 +85,7 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run of `experiment` on `device` (autodiff is switched on here).
+    /// A fresh run of `experiment` on `device` (its weights tracked for gradients).
     pub fn new(experiment: &ExperimentConfig, device: &Device) -> Result<Self> {
         let config = experiment
             .train
@@ -96,14 +97,13 @@ impl Trainer {
                 "missing or 0: give train.steps, or train.epochs with a dataset",
             ));
         }
-        let ad = Device::autodiff(device.clone());
-        let mut model = experiment.build(&ad)?;
+        let mut model = experiment.build(device)?;
         if let Some(path) = &config.init_from {
             crate::weights::load_net_file(&mut model.net, path)?;
         }
         config.validate().map_err(|e| e.within("train"))?;
         let optim = Dense::new(&config);
-        let ema = config.ema.map(|_| model.net.valid());
+        let ema = config.ema.map(|_| model.net.clone().no_grad());
         let schedule = LrSchedule {
             warmup_steps: config.lr_warmup_steps,
             total_steps: config.steps,
@@ -332,7 +332,7 @@ impl Trainer {
         let lr = self.schedule.lr(self.config.lr, self.step);
         self.model.net = self.optim.step(lr, self.model.net.clone(), grads);
         if let (Some(ema), Some(rate)) = (&mut self.ema, self.config.ema) {
-            ema_update(ema, &self.model.net.valid(), rate);
+            ema_update(ema, &self.model.net.clone().no_grad(), rate);
         }
         Ok(metrics)
     }
@@ -356,7 +356,10 @@ impl Trainer {
         mut on_batch: impl FnMut(&HostBatch, &[i32], &[f32]) -> Result<()>,
     ) -> Result<EvalResult> {
         let start = Instant::now();
-        let net = self.ema.clone().unwrap_or_else(|| self.model.net.valid());
+        let net = self
+            .ema
+            .clone()
+            .unwrap_or_else(|| self.model.net.clone().no_grad());
         let mut total = Metrics::default();
         let mut ctx = StepContext::eval();
         let k = self.eval_trajectories.map_or(1, |t| t.count);
@@ -651,7 +654,10 @@ impl Worker for Trainer {
     }
 
     fn rollout_rows(&mut self, rows: &HostBatch) -> Result<Rollout> {
-        let net = self.ema.clone().unwrap_or_else(|| self.model.net.valid());
+        let net = self
+            .ema
+            .clone()
+            .unwrap_or_else(|| self.model.net.clone().no_grad());
         let k = self.eval_trajectories.map_or(1, |t| t.count);
         rollout_batch(
             &self.model,
@@ -735,6 +741,8 @@ fn rollout_batch(
         .convert::<f32>()
         .to_vec()
         .expect("converted to f32");
+    // Evaluation runs no backward, which is when burn frees its graph entries.
+    free_untracked(&device);
     Ok(Rollout {
         metrics: m.metrics,
         preds,

@@ -23,7 +23,7 @@ pub struct BenchArgs {
     /// Peak TFLOP/s of the device, to report model-FLOPs utilisation.
     #[arg(long)]
     pub peak_tflops: Option<f64>,
-    /// Float type of every tensor (bf16 and f16 on GPU backends).
+    /// Float type of every tensor (bf16 and f16 are meant for GPU backends; the CPU runs them slowly)
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     pub dtype: String,
     /// Print only the result as one JSON object (for scripts).

@@ -385,7 +385,9 @@ pub fn read_f64(st: &SafeTensors, file: &str, name: &str) -> Result<(Vec<usize>,
     Ok((view.shape().to_vec(), values))
 }
 
-pub fn values_f64<const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+pub fn values_f64<Any: burn::tensor::backend::Backend, const D: usize>(
+    t: Tensor<Any, D>,
+) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
         .to_vec::<f64>()

@@ -28,7 +28,7 @@ use super::compare::{
 /// `stablemax`: the reference loss functions on hand-made logits.
 pub fn verify_stablemax(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
     let st = fx.tensors()?;
-    let ad = Device::autodiff(device.clone());
+    let ad = device.clone();
     let mut cases: Vec<String> = st
         .names()
         .iter()
@@ -434,7 +434,7 @@ pub fn verify_trm_train_step(fx: &Fixture, device: &Device) -> Result<Vec<Compar
     let global_batch = fixture["global_batch_size"]
         .as_u64()
         .unwrap_or(fx.config()?.batch_size as u64) as usize;
-    let ad = Device::autodiff(device.clone());
+    let ad = device.clone();
     let mut out = Vec::new();
 
     // 1. Train step 1 from the initial carry.
