@@ -52,7 +52,7 @@ fn logits(model: &LoopedModel, host: &HostBatch, progress: Option<f64>) -> Vec<f
 
 #[test]
 fn truncated_backpropagation_moves_the_gradient_boundary_and_not_the_forward() {
-    let ad = cpu();
+    let device = cpu();
     let trm = |extra: &str| {
         experiment(
             &format!("name = \"trm\"\nh_cycles = 2\nl_cycles = 2\n{extra}"),
@@ -63,8 +63,8 @@ fn truncated_backpropagation_moves_the_gradient_boundary_and_not_the_forward() {
     let host = host_batch(&trm(""));
     // Does any gradient reach the token embedding (x enters only the z updates)?
     let x_gets_gradient = |e: &ExperimentConfig| {
-        let model = e.build(&ad).unwrap();
-        let batch = device_batch(&host, &ad);
+        let model = e.build(&device).unwrap();
+        let batch = device_batch(&host, &device);
         let (_, out) = model.step(
             model.initial_carry(&batch),
             &batch,

@@ -453,9 +453,9 @@ fn attention_host_values(
     let out_ptr = SharedOut(out.as_mut_ptr());
     // Consecutive positions are `heads * d` apart; a head's d values are contiguous.
     let (row, blocks) = ((heads * d) as isize, seq.div_ceil(QUERY_BLOCK));
-    (0..batch * heads * blocks).into_par_iter().for_each_init(
-        Vec::new,
-        |scores: &mut Vec<f32>, task| {
+    (0..batch * heads * blocks)
+        .into_par_iter()
+        .for_each(|task| {
             let (b, h, block) = (
                 task / (heads * blocks),
                 task / blocks % heads,
@@ -468,36 +468,59 @@ fn attention_host_values(
             // (b, position 0, h, 0): the head's first value.
             let head = b * seq * heads * d + h * d;
             let query = head + first * heads * d;
-            scores.resize(rows * seq, 0.0);
-            // SAFETY: every pointer and stride stays inside its buffer: q/out rows
-            // `first..first + rows` and k/v rows `0..seq` of head h, d values each;
-            // `scores` holds rows x seq. Each task writes its own (rows, head) block
-            // of `out`, which no other task touches, and `out` outlives the loop.
-            unsafe {
-                // scores[i, j] = sum_c q[first + i, h, c] k[j, h, c]
-                gemm_into(
-                    [rows, d, seq],
-                    (scores.as_mut_ptr(), seq as isize),
-                    (q.as_ptr().add(query), row, 1),
-                    (k.as_ptr().add(head), 1, row),
-                );
-                for r in scores.chunks_exact_mut(seq) {
-                    simd::softmax_row(r);
+            with_scratch(rows * seq, |scores| {
+                // SAFETY: every pointer and stride stays inside its buffer: q/out rows
+                // `first..first + rows` and k/v rows `0..seq` of head h, d values each;
+                // `scores` holds rows x seq. Each task writes its own (rows, head) block
+                // of `out`, which no other task touches, and `out` outlives the loop.
+                unsafe {
+                    // scores[i, j] = sum_c q[first + i, h, c] k[j, h, c]
+                    gemm_into(
+                        [rows, d, seq],
+                        (scores.as_mut_ptr(), seq as isize),
+                        (q.as_ptr().add(query), row, 1),
+                        (k.as_ptr().add(head), 1, row),
+                    );
+                    for r in scores.chunks_exact_mut(seq) {
+                        simd::softmax_row(r);
+                    }
+                    // out[first + i, h, :] = sum_j p[i, j] v[j, h, :]
+                    gemm_into(
+                        [rows, seq, d],
+                        (out_ptr.at(query), row),
+                        (scores.as_ptr(), seq as isize, 1),
+                        (v.as_ptr().add(head), row, 1),
+                    );
                 }
-                // out[first + i, h, :] = sum_j p[i, j] v[j, h, :]
-                gemm_into(
-                    [rows, seq, d],
-                    (out_ptr.at(query), row),
-                    (scores.as_ptr(), seq as isize, 1),
-                    (v.as_ptr().add(head), row, 1),
-                );
-            }
-        },
-    );
+            });
+        });
     // SAFETY: the tasks cover every (batch, head, query row), and each wrote its
     // rows x d block of out.
     unsafe { out.set_len(q.len()) };
     out
+}
+
+thread_local! {
+    /// This thread's scratch for attention's kernels (a block of scores, or the
+    /// probabilities and their gradient), kept between calls: a fresh `seq x seq`
+    /// buffer per task made the kernel clear new pages (12% of dis-compact's
+    /// training samples).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f` on `len` values of this thread's [`SCRATCH`] (grown when short; its values
+/// are left over from earlier calls, so `f` must write before it reads). A fresh
+/// buffer if the scratch is in use (a task nested in another on this thread).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            if scratch.len() < len {
+                scratch.resize(len, 0.0);
+            }
+            f(&mut scratch[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// Attention's core under autodiff on the CPU, `softmax(q k^T) v` per head (q
@@ -627,9 +650,9 @@ pub fn attention_backward_host(
     );
     let (row, s) = ((heads * d) as isize, seq as isize);
     if seq > 0 && d > 0 {
-        (0..batch * heads).into_par_iter().for_each_init(
-            || (vec![0.0f32; seq * seq], vec![0.0f32; seq * seq]),
-            |(p, dp), task| {
+        (0..batch * heads).into_par_iter().for_each(|task| {
+            with_scratch(2 * seq * seq, |buffers| {
+                let (p, dp) = buffers.split_at_mut(seq * seq);
                 let (b, h) = (task / heads, task % heads);
                 // (b, position 0, h, 0): the head's first value.
                 let head = b * seq * heads * d + h * d;
@@ -681,8 +704,8 @@ pub fn attention_backward_host(
                         (q, row, 1),
                     );
                 }
-            },
-        );
+            });
+        });
     }
     if seq == 0 || d == 0 {
         // Nothing to write: every output is empty or all zero.
@@ -1479,7 +1502,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// Attention under autodiff on the CPU (host constants, row gathers): values
+    /// Attention under autodiff on the CPU (one operation with its own backward): values
     /// and the gradients of q, k and v as accurate as burn's own f32 ops (matmul,
     /// softmax, matmul), both measured against burn's ops in f64. Several batch rows
     /// and heads, and scores up to a few hundred, where the max and the cancellation

@@ -160,8 +160,7 @@ fn rollout(
 /// `dis`: the training rollout (gradients at the steps that store them) and the evaluation rollout.
 pub fn verify_dis(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
     let st = fx.tensors()?;
-    let ad = device.clone();
-    let mut out = rollout(fx, &st, "", &ad, true)?;
+    let mut out = rollout(fx, &st, "", device, true)?;
     out.extend(rollout(fx, &st, "eval.", device, false)?);
     // q_head gets no gradient in DIS (no Q loss): `grad_comparisons` fails on a
     // gradient that the fixture does not store.

@@ -28,7 +28,6 @@ use super::compare::{
 /// `stablemax`: the reference loss functions on hand-made logits.
 pub fn verify_stablemax(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>> {
     let st = fx.tensors()?;
-    let ad = device.clone();
     let mut cases: Vec<String> = st
         .names()
         .iter()
@@ -44,10 +43,10 @@ pub fn verify_stablemax(fx: &Fixture, device: &Device) -> Result<Vec<Comparison>
         // Every case as [1, rows, vocab]; the functions act on the last axis.
         let x = Tensor::<B, 3>::from_data(
             TensorData::new(logits.values.clone(), [1, rows, vocab]),
-            &ad,
+            device,
         )
         .require_grad();
-        let y = Tensor::<B, 2, Int>::from_data(TensorData::new(labels.clone(), [1, rows]), &ad);
+        let y = Tensor::<B, 2, Int>::from_data(TensorData::new(labels.clone(), [1, rows]), device);
         let shape = logits.shape[..logits.shape.len() - 1].to_vec();
 
         let stable = loss::stablemax_cross_entropy(x.clone(), y.clone());
@@ -434,12 +433,11 @@ pub fn verify_trm_train_step(fx: &Fixture, device: &Device) -> Result<Vec<Compar
     let global_batch = fixture["global_batch_size"]
         .as_u64()
         .unwrap_or(fx.config()?.batch_size as u64) as usize;
-    let ad = device.clone();
     let mut out = Vec::new();
 
     // 1. Train step 1 from the initial carry.
-    let model = model_from_reference(fx, &ad)?;
-    let batch = read_batch(&st, &fx.file, "", &ad)?;
+    let model = model_from_reference(fx, device)?;
+    let batch = read_batch(&st, &fx.file, "", device)?;
     let (carry, step_out, step_loss) = run_step(&model, model.initial_carry(&batch), &batch);
     out.extend(check_train_step(
         &st,
@@ -463,8 +461,8 @@ pub fn verify_trm_train_step(fx: &Fixture, device: &Device) -> Result<Vec<Compar
     // 3. Train step 2 from the stored weights and carry, with a new batch.
     let mut model = model;
     load_net(&mut model.net, &fx.bytes, &fx.file, "after.")?;
-    let carry = stored_carry(&st, fx, &ad, model.net.config.seq_len)?;
-    let batch2 = read_batch(&st, &fx.file, "step2.", &ad)?;
+    let carry = stored_carry(&st, fx, device, model.net.config.seq_len)?;
+    let batch2 = read_batch(&st, &fx.file, "step2.", device)?;
     let (carry2, out2, loss2) = run_step(&model, carry, &batch2);
     out.extend(check_train_step(
         &st,
