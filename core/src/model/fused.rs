@@ -10,14 +10,10 @@
 //! * on untracked tensors (evaluation, TRM's first T-1 cycles, HRM's early
 //!   updates), f32 on the flex device, whose memory is the host's: `into_data` and
 //!   `from_data` move the buffer, and the result is written into an input's buffer;
-//! * on tracked tensors of the flex device, SwiGLU's product: the value and its
-//!   derivatives come from one fused pass and join the graph as `value + (x - x') *
-//!   derivative`, x' the input detached. The bracket is exactly zero, so the value is
-//!   the kernel's bit for bit, and burn's backward multiplies the incoming gradient
-//!   by the derivative;
-//! * on tracked tensors of the flex device, attention: one operation of burn's
-//!   autodiff with its own backward (`HostAttention`, flash attention's backward),
-//!   which recursa's backend type allows ([`crate::B`]).
+//! * on tracked tensors of the flex device, SwiGLU's product and attention: each
+//!   one operation of burn's autodiff with its own backward (`SiluMul`,
+//!   `HostAttention`: flash attention's backward), which recursa's backend type
+//!   allows ([`crate::B`]).
 //!
 //! Everywhere else (GPUs, ndarray, other float types) the same functions run burn's
 //! ops. burn 0.21's CPU backend has no hook to add a kernel, hence these.
@@ -62,7 +58,7 @@ const CHUNK: usize = 1 << 14;
 /// `gate, up: [..., d]` -> same
 pub fn silu_mul<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
     if gate.dims() == up.dims() && on_autodiff_host(&gate) && on_autodiff_host(&up) {
-        return silu_mul_tracked(gate, up);
+        return SiluMul::<D>::apply(gate, up);
     }
     if !on_host(&gate) || !on_host(&up) || gate.dims() != up.dims() {
         return activation::silu(gate) * up;
@@ -78,39 +74,72 @@ pub fn silu_mul<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>
     Tensor::from_data(g, (&device, DType::F32))
 }
 
-/// [`silu_mul`] under autodiff on the CPU. burn evaluates `sigmoid` on one thread
-/// with a scalar exp, keeps its input and evaluates it again in backward. Here one
-/// fused pass gives the value h and both partial derivatives, and autodiff sees
-/// `h + ((g - g') dh/dg + (u - u') dh/du)`, g' and u' the inputs detached: the
-/// brackets are exactly zero, so the value is h bit for bit, and backward multiplies
-/// the incoming gradient by the two derivatives (the only tensors it keeps).
-///
-/// The brackets are taken first: the graph keeps nothing of g and u after them, so
-/// their buffers are then read without a copy and overwritten with h and dh/dg.
-fn silu_mul_tracked<B: Backend, const D: usize>(
-    gate: Tensor<B, D>,
-    up: Tensor<B, D>,
-) -> Tensor<B, D> {
-    let device = gate.device();
-    let (gate_diff, up_diff) = (
-        gate.clone() - gate.clone().detach(),
-        up.clone() - up.clone().detach(),
-    );
-    let (mut h, mut dh_dg) = (gate.into_data(), up.into_data());
-    // unwrap: both are f32 (checked by `on_autodiff_host`).
-    let (hs, dgs) = (
-        h.as_mut_slice::<f32>().unwrap(),
-        dh_dg.as_mut_slice::<f32>().unwrap(),
-    );
-    let mut dh_du = vec![0.0f32; hs.len()];
-    hs.par_chunks_mut(CHUNK)
-        .zip(dgs.par_chunks_mut(CHUNK))
-        .zip(dh_du.par_chunks_mut(CHUNK))
-        .for_each(|((g_to_h, u_to_dg), du)| simd::silu_mul_grad(g_to_h, u_to_dg, du));
-    let dh_du = TensorData::new(dh_du, h.shape.clone());
-    let constant = |v: TensorData| Tensor::<B, D>::from_data(v, (&device, DType::F32));
-    let (h, dh_dg, dh_du) = (constant(h), constant(dh_dg), constant(dh_du));
-    h + (gate_diff * dh_dg + up_diff * dh_du)
+/// [`silu_mul`] on tracked CPU tensors, as one operation of burn's autodiff with
+/// its own backward. burn evaluates `sigmoid` on one thread with a scalar exp,
+/// keeps its input and evaluates it again in backward, and its elementwise ops
+/// under 4M elements run on one thread. Here the forward is one fused pass on
+/// every core (the value, bit for bit the untracked kernel's), and the backward
+/// another: `dg = dh * u s (1 + g (1 - s))`, `du = dh * silu(g)` with
+/// `s = sigmoid(g)`. It keeps the values of g and u.
+#[derive(Debug)]
+struct SiluMul<const D: usize>;
+
+impl<const D: usize> SiluMul<D> {
+    /// `gate, up: [..., d]` (tracked f32 on the flex device, the same shape) -> same
+    fn apply<B: Backend>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+        let (g, u) = (
+            primitive(recursa_tensor(gate)),
+            primitive(recursa_tensor(up)),
+        );
+        let nodes = [g.node.clone(), u.node.clone()];
+        let (g, u) = (host_values::<D>(g.primitive), host_values::<D>(u.primitive));
+        let mut h = g.clone();
+        // unwrap: f32 (checked by `place`).
+        let (hs, us) = (
+            h.as_mut_slice::<f32>().unwrap(),
+            u.as_slice::<f32>().unwrap(),
+        );
+        hs.par_chunks_mut(CHUNK)
+            .zip(us.par_chunks(CHUNK))
+            .for_each(|(h, u)| simd::silu_mul(h, u));
+        let h = inner_tensor::<D>(h);
+        let h = match SiluMul::<D>
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((g, u), h),
+            OpsKind::UnTracked(prep) => prep.finish(h),
+        };
+        back_to::<B, D>(Tensor::<crate::B, D>::from_primitive(
+            TensorPrimitive::Float(h),
+        ))
+    }
+}
+
+impl<const D: usize> Backward<burn::Dispatch, 2> for SiluMul<D> {
+    /// The values of g and u.
+    type State = (TensorData, TensorData);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (g, u) = ops.state;
+        let shape = g.shape.clone();
+        let mut dg = host_values::<D>(grads.consume::<burn::Dispatch>(&ops.node));
+        let dgs = dg.as_mut_slice::<f32>().unwrap();
+        let mut du = vec![0.0f32; dgs.len()];
+        // unwrap: f32, as in the forward.
+        let (gs, us) = (g.as_slice::<f32>().unwrap(), u.as_slice::<f32>().unwrap());
+        dgs.par_chunks_mut(CHUNK)
+            .zip(du.par_chunks_mut(CHUNK))
+            .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK)))
+            .for_each(|((dh_to_dg, du), (g, u))| simd::silu_mul_backward(g, u, dh_to_dg, du));
+        let [pg, pu] = ops.parents;
+        for (parent, grad) in [(pg, dg), (pu, TensorData::new(du, shape))] {
+            if let Some(node) = parent {
+                grads.register::<burn::Dispatch>(node.id, inner_tensor::<D>(grad));
+            }
+        }
+    }
 }
 
 /// `rms_norm(x + y)` over the last axis: the residual add and the post-norm of a block.
@@ -590,6 +619,14 @@ impl Backward<burn::Dispatch, 3> for HostAttention {
     }
 }
 
+/// `t` back as the caller's backend, which is recursa's (the caller's tensors were
+/// tracked).
+fn back_to<B: Backend, const D: usize>(t: Tensor<crate::B, D>) -> Tensor<B, D> {
+    let t: Box<dyn Any> = Box::new(t);
+    // unwrap: only recursa's backend tracks (`is_tracked`), so B is it.
+    *t.downcast::<Tensor<B, D>>().unwrap()
+}
+
 /// `t` as a tensor of recursa's backend, which it is when it is tracked.
 fn recursa_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<crate::B, D> {
     let t: Box<dyn Any> = Box::new(t);
@@ -984,17 +1021,16 @@ mod simd {
     }
 
     per_instruction_set! {
-        /// `g <- h = silu(g) u`, `u <- dh/dg = u s (1 + g (1 - s))` with `s = sigmoid(g)`,
-        /// `du <- dh/du = silu(g)`.
-        pub fn silu_mul_grad(g: &mut [f32], u: &mut [f32], du: &mut [f32]) {
-            let n = g.len().min(u.len()).min(du.len());
+        /// SwiGLU's backward: `dg <- dh * dh/dg`, `du <- dh * dh/du`, with
+        /// `dh/dg = u s (1 + g (1 - s))`, `dh/du = silu(g)`, `s = sigmoid(g)`; `dg`
+        /// holds dh on entry.
+        pub fn silu_mul_backward(g: &[f32], u: &[f32], dg: &mut [f32], du: &mut [f32]) {
+            let n = g.len().min(u.len()).min(dg.len()).min(du.len());
             for i in 0..n {
-                let (gi, ui) = (g[i], u[i]);
+                let (gi, ui, dh) = (g[i], u[i], dg[i]);
                 let s = 1.0 / (1.0 + exp(-gi));
-                let silu = gi * s;
-                g[i] = silu * ui;
-                du[i] = silu;
-                u[i] = ui * (s * (1.0 + gi * (1.0 - s)));
+                du[i] = dh * (gi * s);
+                dg[i] = dh * (ui * (s * (1.0 + gi * (1.0 - s))));
             }
         }
     }
