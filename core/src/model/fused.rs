@@ -1579,19 +1579,33 @@ pub(crate) mod tests {
             let exact = run(DType::F64, false);
             let (ours, burns) = (run(DType::F32, true), run(DType::F32, false));
             let names = ["value", "d/dq", "d/dk", "d/dv"];
-            for (((exact, ours), burns), name) in exact.iter().zip(&ours).zip(&burns).zip(names) {
-                let error = |got: &Vec<f64>| {
-                    got.iter()
-                        .zip(exact)
-                        .fold(0.0f64, |m, (g, e)| m.max((g - e).abs()))
-                };
-                let scale = exact.iter().fold(0.0f64, |m, e| m.max(e.abs()));
-                let (ours, burns) = (error(ours), error(burns));
-                assert!(
-                    ours <= 2.0 * burns + 1e-6 * scale.max(1.0),
-                    "{name} {batch}x{seq}x{heads}x{d}: error {ours:e}, burn's {burns:e} (scale {scale})"
-                );
-            }
+            let what = format!("{batch}x{seq}x{heads}x{d}");
+            assert_as_accurate_as_burns(&what, &names, &exact, &ours, &burns);
+        }
+    }
+
+    /// Each of `ours` is as accurate as its counterpart in `burns` (burn's f32 ops),
+    /// both against the f64 `exact`: its largest error at most twice burn's, plus
+    /// 1e-6 of the largest exact value.
+    fn assert_as_accurate_as_burns(
+        what: &str,
+        names: &[&str],
+        exact: &[Vec<f64>],
+        ours: &[Vec<f64>],
+        burns: &[Vec<f64>],
+    ) {
+        for (((exact, ours), burns), name) in exact.iter().zip(ours).zip(burns).zip(names) {
+            let error = |got: &Vec<f64>| {
+                got.iter()
+                    .zip(exact)
+                    .fold(0.0f64, |m, (g, e)| m.max((g - e).abs()))
+            };
+            let scale = exact.iter().fold(0.0f64, |m, e| m.max(e.abs()));
+            let (ours, burns) = (error(ours), error(burns));
+            assert!(
+                ours <= 2.0 * burns + 1e-6 * scale.max(1.0),
+                "{name} {what}: error {ours:e}, burn's {burns:e} (scale {scale})"
+            );
         }
     }
 
@@ -1627,24 +1641,8 @@ pub(crate) mod tests {
                 attention_backward_host(shape, &q_scaled, &values[1], &values[2], &values[3]);
             let dq: Vec<f32> = dq.iter().map(|x| x * scale).collect();
             let ours = [dq, dk, dv].map(|g| g.into_iter().map(f64::from).collect::<Vec<_>>());
-            for (((exact, ours), burns), name) in exact
-                .iter()
-                .zip(&ours)
-                .zip(&burns)
-                .zip(["d/dq", "d/dk", "d/dv"])
-            {
-                let error = |got: &Vec<f64>| {
-                    got.iter()
-                        .zip(exact)
-                        .fold(0.0f64, |m, (g, e)| m.max((g - e).abs()))
-                };
-                let scale = exact.iter().fold(0.0f64, |m, e| m.max(e.abs()));
-                let (ours, burns) = (error(ours), error(burns));
-                assert!(
-                    ours <= 2.0 * burns + 1e-6 * scale.max(1.0),
-                    "{name} {batch}x{seq}x{heads}x{d}: error {ours:e}, burn's {burns:e} (scale {scale})"
-                );
-            }
+            let what = format!("{batch}x{seq}x{heads}x{d}");
+            assert_as_accurate_as_burns(&what, &["d/dq", "d/dk", "d/dv"], &exact, &ours, &burns);
         }
     }
 
