@@ -87,33 +87,18 @@ struct SiluMul<const D: usize>;
 impl<const D: usize> SiluMul<D> {
     /// `gate, up: [..., d]` (tracked f32 on the flex device, the same shape) -> same
     fn apply<B: Backend>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
-        let (g, u) = (
-            primitive(recursa_tensor(gate)),
-            primitive(recursa_tensor(up)),
-        );
-        let nodes = [g.node.clone(), u.node.clone()];
-        let (g, u) = (host_values::<D>(g.primitive), host_values::<D>(u.primitive));
-        let mut h = g.clone();
-        // unwrap: f32 (checked by `place`).
-        let (hs, us) = (
-            h.as_mut_slice::<f32>().unwrap(),
-            u.as_slice::<f32>().unwrap(),
-        );
-        hs.par_chunks_mut(CHUNK)
-            .zip(us.par_chunks(CHUNK))
-            .for_each(|(h, u)| simd::silu_mul(h, u));
-        let h = inner_tensor::<D>(h);
-        let h = match SiluMul::<D>
-            .prepare::<NoCheckpointing>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((g, u), h),
-            OpsKind::UnTracked(prep) => prep.finish(h),
-        };
-        back_to::<B, D>(Tensor::<crate::B, D>::from_primitive(
-            TensorPrimitive::Float(h),
-        ))
+        record::<_, _, 2, D, D>(SiluMul::<D>, [tracked(gate), tracked(up)], |[g, u]| {
+            let mut h = g.clone();
+            // unwrap: f32 (checked by `place`).
+            let (hs, us) = (
+                h.as_mut_slice::<f32>().unwrap(),
+                u.as_slice::<f32>().unwrap(),
+            );
+            hs.par_chunks_mut(CHUNK)
+                .zip(us.par_chunks(CHUNK))
+                .for_each(|(h, u)| simd::silu_mul(h, u));
+            ((g, u), h)
+        })
     }
 }
 
@@ -124,7 +109,7 @@ impl<const D: usize> Backward<burn::Dispatch, 2> for SiluMul<D> {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (g, u) = ops.state;
         let shape = g.shape.clone();
-        let mut dg = host_values::<D>(grads.consume::<burn::Dispatch>(&ops.node));
+        let mut dg = inner_values::<D>(grads.consume::<burn::Dispatch>(&ops.node));
         let dgs = dg.as_mut_slice::<f32>().unwrap();
         let mut du = vec![0.0f32; dgs.len()];
         // unwrap: f32, as in the forward.
@@ -567,33 +552,17 @@ impl HostAttention {
     /// d > 0) -> `[batch, seq, heads * d]`
     fn apply<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
         let shape = q.dims();
-        // Tracked tensors are recursa's backend (`is_tracked`), so these succeed.
-        let (q, k, v) = (recursa_tensor(q), recursa_tensor(k), recursa_tensor(v));
-        let (q, k, v) = (primitive(q), primitive(k), primitive(v));
-        let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-        let values = |x: FloatTensor<crate::B>| host_values::<4>(x.primitive);
-        let (q, k, v) = (values(q), values(k), values(v));
-        // unwrap: f32 (checked by `place`).
-        let out = attention_host_values(
-            shape,
-            q.as_slice::<f32>().unwrap(),
-            k.as_slice::<f32>().unwrap(),
-            v.as_slice::<f32>().unwrap(),
-        );
-        let [batch, seq, heads, d] = shape;
-        let out = inner_tensor::<3>(TensorData::new(out, [batch, seq, heads * d]));
-        let out = match HostAttention
-            .prepare::<NoCheckpointing>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((q, k, v, shape), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
-        let out = Tensor::<crate::B, 3>::from_primitive(TensorPrimitive::Float(out));
-        // The caller's backend is recursa's (above), so this succeeds too.
-        let out: Box<dyn Any> = Box::new(out);
-        *out.downcast::<Tensor<B, 3>>().unwrap()
+        let inputs = [tracked(q), tracked(k), tracked(v)];
+        record::<_, _, 3, 4, 3>(HostAttention, inputs, |[q, k, v]| {
+            // unwrap: f32 (checked by `place`).
+            let [qs, ks, vs] = [&q, &k, &v].map(|x| x.as_slice::<f32>().unwrap());
+            let out = attention_host_values(shape, qs, ks, vs);
+            let [batch, seq, heads, d] = shape;
+            (
+                (q, k, v, shape),
+                TensorData::new(out, [batch, seq, heads * d]),
+            )
+        })
     }
 }
 
@@ -603,7 +572,7 @@ impl Backward<burn::Dispatch, 3> for HostAttention {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (q, k, v, shape) = ops.state;
-        let d_out = host_values::<3>(grads.consume::<burn::Dispatch>(&ops.node));
+        let d_out = inner_values::<3>(grads.consume::<burn::Dispatch>(&ops.node));
         // unwrap: f32, as in the forward.
         fn values(x: &TensorData) -> &[f32] {
             x.as_slice::<f32>().unwrap()
@@ -619,28 +588,49 @@ impl Backward<burn::Dispatch, 3> for HostAttention {
     }
 }
 
-/// `t` back as the caller's backend, which is recursa's (the caller's tensors were
-/// tracked).
-fn back_to<B: Backend, const D: usize>(t: Tensor<crate::B, D>) -> Tensor<B, D> {
-    let t: Box<dyn Any> = Box::new(t);
+/// One operation of burn's autodiff with its own backward (`op`): `compute` turns
+/// the values of `inputs` (`DI` dims each) into the state `op`'s backward keeps
+/// and the output (`DO` dims), which joins burn's graph after `inputs`. Given back
+/// as the caller's backend, which is recursa's (its inputs were tracked).
+fn record<O, B, const N: usize, const DI: usize, const DO: usize>(
+    op: O,
+    inputs: [FloatTensor<crate::B>; N],
+    compute: impl FnOnce([TensorData; N]) -> (O::State, TensorData),
+) -> Tensor<B, DO>
+where
+    O: Backward<burn::Dispatch, N>,
+    B: Backend,
+{
+    let nodes = inputs.each_ref().map(|x| x.node.clone());
+    // The inner tensors move out (no copy when nothing else holds them).
+    let (state, out) = compute(inputs.map(|x| inner_values::<DI>(x.primitive)));
+    let out = inner_tensor::<DO>(out);
+    let out = match op
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    let out: Box<dyn Any> = Box::new(Tensor::<crate::B, DO>::from_primitive(
+        TensorPrimitive::Float(out),
+    ));
     // unwrap: only recursa's backend tracks (`is_tracked`), so B is it.
-    *t.downcast::<Tensor<B, D>>().unwrap()
+    *out.downcast::<Tensor<B, DO>>().unwrap()
 }
 
-/// `t` as a tensor of recursa's backend, which it is when it is tracked.
-fn recursa_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<crate::B, D> {
+/// The autodiff primitive (inner tensor and graph node) of a tracked `t`, which is
+/// therefore a tensor of recursa's backend.
+fn tracked<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<crate::B> {
     let t: Box<dyn Any> = Box::new(t);
     // unwrap: callers pass tracked tensors, and only recursa's backend tracks (`is_tracked`).
-    *t.downcast::<Tensor<crate::B, D>>().unwrap()
-}
-
-/// The autodiff primitive (inner tensor and graph node) of `t`.
-fn primitive<const D: usize>(t: Tensor<crate::B, D>) -> FloatTensor<crate::B> {
+    let t = *t.downcast::<Tensor<crate::B, D>>().unwrap();
     t.into_primitive().tensor()
 }
 
 /// The values of an inner (`Dispatch`) float tensor, on the host.
-fn host_values<const D: usize>(t: FloatTensor<burn::Dispatch>) -> TensorData {
+fn inner_values<const D: usize>(t: FloatTensor<burn::Dispatch>) -> TensorData {
     Tensor::<burn::Dispatch, D>::from_primitive(TensorPrimitive::Float(t)).into_data()
 }
 
