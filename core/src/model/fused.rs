@@ -10,10 +10,10 @@
 //! * on untracked tensors (evaluation, TRM's first T-1 cycles, HRM's early
 //!   updates), f32 on the flex device, whose memory is the host's: `into_data` and
 //!   `from_data` move the buffer, and the result is written into an input's buffer;
-//! * on tracked tensors of the flex device, SwiGLU's product and attention: each
-//!   one operation of burn's autodiff with its own backward (`SiluMul`,
-//!   `HostAttention`: flash attention's backward), which recursa's backend type
-//!   allows ([`crate::B`]).
+//! * on tracked tensors of the flex device, SwiGLU's product, the post-norm, RoPE
+//!   and attention: each one operation of burn's autodiff with its own backward
+//!   (`SiluMul`, `AddRmsNorm`, `HostRope`, `HostAttention`: flash attention's
+//!   backward), which recursa's backend type allows ([`crate::B`]).
 //!
 //! Everywhere else (GPUs, ndarray, other float types) the same functions run burn's
 //! ops. burn 0.21's CPU backend has no hook to add a kernel, hence these.
@@ -87,7 +87,7 @@ struct SiluMul<const D: usize>;
 impl<const D: usize> SiluMul<D> {
     /// `gate, up: [..., d]` (tracked f32 on the flex device, the same shape) -> same
     fn apply<B: Backend>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
-        record::<_, _, 2, D, D>(SiluMul::<D>, [tracked(gate), tracked(up)], |[g, u]| {
+        record::<_, _, _, 2, D, D>(SiluMul::<D>, [tracked(gate), tracked(up)], |[g, u]| {
             let mut h = g.clone();
             // unwrap: f32 (checked by `place`).
             let (hs, us) = (
@@ -97,7 +97,7 @@ impl<const D: usize> SiluMul<D> {
             hs.par_chunks_mut(CHUNK)
                 .zip(us.par_chunks(CHUNK))
                 .for_each(|(h, u)| simd::silu_mul(h, u));
-            ((g, u), h)
+            (move |_: &_| (g, u), h)
         })
     }
 }
@@ -136,6 +136,9 @@ pub fn add_rms_norm<B: Backend, const D: usize>(
     y: Tensor<B, D>,
     eps: f64,
 ) -> Tensor<B, D> {
+    if x.dims() == y.dims() && on_autodiff_host(&x) && on_autodiff_host(&y) {
+        return AddRmsNorm::<D>::apply(x, y, eps);
+    }
     if !on_host(&x) || !on_host(&y) || x.dims() != y.dims() {
         return rms_norm(x + y, eps);
     }
@@ -154,6 +157,83 @@ pub fn add_rms_norm<B: Backend, const D: usize>(
             }
         });
     Tensor::from_data(a, (&device, DType::F32))
+}
+
+/// [`add_rms_norm`] on tracked CPU tensors, as one operation of burn's autodiff
+/// with its own backward. burn's graph of `rms_norm(x + y)` is eight ops, each a
+/// pass on one thread, with as many in backward, and keeps four `[..., d]` tensors.
+/// Here the forward is the untracked kernel (the same bits), and it keeps the
+/// output (shared with the graph, not copied) and each row's
+/// `r = 1 / sqrt(mean((x + y)^2) + eps)`; the backward is one pass,
+/// `dh = r (dy - out mean(dy * out))`, the gradient of both x and y.
+#[derive(Debug)]
+struct AddRmsNorm<const D: usize>;
+
+impl<const D: usize> AddRmsNorm<D> {
+    /// `x, y: [..., d]` (tracked f32 on the flex device, the same shape) -> same
+    fn apply<B: Backend>(x: Tensor<B, D>, y: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+        let d = x.dims()[D - 1];
+        record::<_, _, _, 2, D, D>(AddRmsNorm::<D>, [tracked(x), tracked(y)], |[x, mut y]| {
+            // unwrap: f32 (checked by `place`).
+            let (xs, ys) = (
+                x.as_slice::<f32>().unwrap(),
+                y.as_mut_slice::<f32>().unwrap(),
+            );
+            let mut inv = vec![0.0f32; ys.len() / d.max(1)];
+            if let Some(rows) = CHUNK.checked_div(d) {
+                let rows = rows.max(1);
+                ys.par_chunks_mut(rows * d)
+                    .zip(xs.par_chunks(rows * d).zip(inv.par_chunks_mut(rows)))
+                    .for_each(|(y, (x, inv))| {
+                        let rows = y.chunks_exact_mut(d).zip(x.chunks_exact(d));
+                        for ((y, x), inv) in rows.zip(inv) {
+                            // y + x is x + y, bit for bit.
+                            *inv = simd::add_rms_norm_row(y, x, eps as f32);
+                        }
+                    });
+            }
+            (
+                move |out: &FloatTensor<burn::Dispatch>| (out.clone(), inv),
+                y,
+            )
+        })
+    }
+}
+
+impl<const D: usize> Backward<burn::Dispatch, 2> for AddRmsNorm<D> {
+    /// The output and each row's `1 / sqrt(mean((x + y)^2) + eps)`.
+    type State = (FloatTensor<burn::Dispatch>, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (out, inv) = ops.state;
+        let mut dh = inner_values::<D>(grads.consume::<burn::Dispatch>(&ops.node));
+        // Moved out when the graph no longer holds it (no copy).
+        let out = inner_values::<D>(out);
+        // unwrap: f32, as in the forward.
+        let (dhs, outs) = (
+            dh.as_mut_slice::<f32>().unwrap(),
+            out.as_slice::<f32>().unwrap(),
+        );
+        let d = outs.len() / inv.len().max(1);
+        if let Some(rows) = CHUNK.checked_div(d) {
+            let rows = rows.max(1);
+            dhs.par_chunks_mut(rows * d)
+                .zip(outs.par_chunks(rows * d).zip(inv.par_chunks(rows)))
+                .for_each(|(dy, (out, inv))| {
+                    let rows = dy.chunks_exact_mut(d).zip(out.chunks_exact(d));
+                    for ((dy, out), &inv) in rows.zip(inv) {
+                        simd::rms_norm_backward_row(dy, out, inv);
+                    }
+                });
+        }
+        let dh = inner_tensor::<D>(dh);
+        let [px, py] = ops.parents;
+        for (parent, grad) in [(px, dh.clone()), (py, dh)] {
+            if let Some(node) = parent {
+                grads.register::<burn::Dispatch>(node.id, grad);
+            }
+        }
+    }
 }
 
 /// `softmax(x)` over the last axis (attention's probabilities), in place.
@@ -236,7 +316,13 @@ pub fn matmul_column_blocks<B: Backend, const N: usize>(
 ) -> Result<[Tensor<B, 2>; N], (Tensor<B, 2>, Tensor<B, 2>)> {
     let ([m, k], [k_w, n]) = (x.dims(), w.dims());
     let fits = widths.iter().sum::<usize>() == n && widths.iter().all(|&c| c > 0);
-    if !on_host(&x) || !on_host(&w) || k != k_w || m == 0 || k == 0 || !fits {
+    let shapes = k == k_w && m > 0 && k > 0 && fits;
+    let flex = |p: Place| p == Place::Host || p == Place::AutodiffHost;
+    let (px, pw) = (place(&x), place(&w));
+    if shapes && flex(px) && flex(pw) && (px == Place::AutodiffHost || pw == Place::AutodiffHost) {
+        return Ok(HostMatmul::apply(x, w, widths));
+    }
+    if !on_host(&x) || !on_host(&w) || !shapes {
         return Err((x, w));
     }
     let device = x.device();
@@ -254,6 +340,27 @@ pub fn matmul_column_blocks<B: Backend, const N: usize>(
 /// `x @ w[:, ..cols]` for row-major x (`[m, k]`) and w (rows `n` apart): blocks
 /// of rows, each at least [`MATMUL_ROWS`] tall, one per thread.
 fn gemm_rows(x: &[f32], [m, k]: [usize; 2], w: &[f32], n: usize, cols: usize) -> Vec<f32> {
+    // SAFETY: w's k rows, n apart, hold cols values each from its start (the
+    // caller's slice starts at the first column).
+    unsafe { gemm_rows_strided(x, [m, k], (w.as_ptr(), n as isize, 1), cols) }
+}
+
+/// `x @ r` for row-major x (`[m, k]`) and a `k x cols` matrix r given as (pointer,
+/// row stride, column stride): blocks of rows, each at least [`MATMUL_ROWS`] tall,
+/// one per thread, into an output written once.
+///
+/// # Safety
+/// Every element of r that the shape and strides address is inside its buffer.
+unsafe fn gemm_rows_strided(
+    x: &[f32],
+    [m, k]: [usize; 2],
+    (r, r_rs, r_cs): (*const f32, isize, isize),
+    cols: usize,
+) -> Vec<f32> {
+    struct Rhs(*const f32);
+    // SAFETY: read only, by tasks that the caller's buffer outlives.
+    unsafe impl Sync for Rhs {}
+    let rhs = Rhs(r);
     let mut out = Vec::<f32>::with_capacity(m * cols);
     let out_ptr = SharedOut(out.as_mut_ptr());
     let blocks = rayon::current_num_threads()
@@ -264,17 +371,17 @@ fn gemm_rows(x: &[f32], [m, k]: [usize; 2], w: &[f32], n: usize, cols: usize) ->
         .into_par_iter()
         .for_each(|block| {
             let (first, rows) = (block * block_rows, block_rows.min(m - block * block_rows));
+            let r = &rhs;
             // SAFETY: rows `first..first + rows` of x (k values each) and of out
-            // (cols each) are inside their buffers, and w's k rows, n apart, hold
-            // cols values each (the caller's slice starts at the block's first
-            // column); the blocks are disjoint, and with `read_dst` false the GEMM
-            // writes every element of its block without reading it.
+            // (cols each) are inside their buffers, and so is r (the caller's
+            // contract); the blocks are disjoint, and with `read_dst` false the
+            // GEMM writes every element of its block without reading it.
             unsafe {
                 gemm_into(
                     [rows, k, cols],
                     (out_ptr.at(first * cols), cols as isize),
                     (x.as_ptr().add(first * k), k as isize, 1),
-                    (w.as_ptr(), n as isize, 1),
+                    (r.0, r_rs, r_cs),
                 );
             }
         });
@@ -286,6 +393,135 @@ fn gemm_rows(x: &[f32], [m, k]: [usize; 2], w: &[f32], n: usize, cols: usize) ->
 /// The fewest rows per block of [`matmul`]: below that a GEMM call's packing of w
 /// costs more than a second core saves.
 const MATMUL_ROWS: usize = 64;
+
+/// [`matmul_column_blocks`] under autodiff on the CPU, one operation of burn's
+/// autodiff per column block, each with its own backward. burn's matmul fills its
+/// output with zeros and copies it to realign it, forward and backward, on one
+/// thread, and a column view of the weight adds a slice to the graph. Here x and w
+/// are read once for all blocks (x is copied when the graph holds it elsewhere too),
+/// the products are written once into fresh buffers on every core, and backward
+/// gives `dx = dy w_block^T` (row blocks on every core) and `dw = x^T dy` (column
+/// blocks on every core), w's gradient zero outside the block's columns.
+#[derive(Debug)]
+struct HostMatmul {
+    first_col: usize,
+    cols: usize,
+}
+
+impl HostMatmul {
+    /// `x: [m, k]`, `w: [k, sum(widths)]` (f32 on the flex device, one at least
+    /// tracked; m, k and every width > 0) -> `[m, widths[i]]` each
+    fn apply<B: Backend, const N: usize>(
+        x: Tensor<B, 2>,
+        w: Tensor<B, 2>,
+        widths: [usize; N],
+    ) -> [Tensor<B, 2>; N] {
+        let ([m, k], n) = (x.dims(), w.dims()[1]);
+        let (x, w) = (tracked(x), tracked(w));
+        let nodes = [x.node.clone(), w.node.clone()];
+        let values = |t: FloatTensor<crate::B>| Arc::new(inner_values::<2>(t.primitive));
+        let (xv, wv) = (values(x), values(w));
+        let mut first_col = 0;
+        widths.map(|cols| {
+            // unwrap: f32 (checked by `place`).
+            let (xs, ws) = (xv.as_slice::<f32>().unwrap(), wv.as_slice::<f32>().unwrap());
+            let out = gemm_rows(xs, [m, k], &ws[first_col..], n, cols);
+            let op = HostMatmul { first_col, cols };
+            first_col += cols;
+            let state = (xv.clone(), wv.clone());
+            let prepared = op
+                .prepare::<NoCheckpointing>(nodes.clone())
+                .compute_bound()
+                .stateful();
+            join_graph(
+                prepared,
+                move |_: &_| state,
+                TensorData::new(out, [m, cols]),
+            )
+        })
+    }
+}
+
+impl Backward<burn::Dispatch, 2> for HostMatmul {
+    /// The values of x and of all of w.
+    type State = (Arc<TensorData>, Arc<TensorData>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w) = ops.state;
+        let ([m, k], n, c) = ([x.shape[0], x.shape[1]], w.shape[1], self.cols);
+        let dy = inner_values::<2>(grads.consume::<burn::Dispatch>(&ops.node));
+        // unwrap: f32, as in the forward.
+        let (xs, ws, dys) = (
+            x.as_slice::<f32>().unwrap(),
+            w.as_slice::<f32>().unwrap(),
+            dy.as_slice::<f32>().unwrap(),
+        );
+        let [px, pw] = ops.parents;
+        if let Some(node) = px {
+            // dx = dy w_block^T: w_block^T[i, j] = w[j, first_col + i].
+            // SAFETY: c x k values from w's first_col, (1, n) apart, lie inside w.
+            let dx = unsafe {
+                gemm_rows_strided(
+                    dys,
+                    [m, c],
+                    (ws.as_ptr().add(self.first_col), 1, n as isize),
+                    k,
+                )
+            };
+            grads.register::<burn::Dispatch>(
+                node.id,
+                inner_tensor::<2>(TensorData::new(dx, [m, k])),
+            );
+        }
+        if let Some(node) = pw {
+            let dw = weight_gradient(xs, [m, k], dys, [n, self.first_col, c]);
+            grads.register::<burn::Dispatch>(
+                node.id,
+                inner_tensor::<2>(TensorData::new(dw, [k, n])),
+            );
+        }
+    }
+}
+
+/// `x^T dy` into columns `first..first + c` of a `[k, n]` gradient that is zero
+/// elsewhere, for row-major x (`[m, k]`) and dy (`[m, c]`): blocks of at least
+/// [`MATMUL_ROWS`] columns, one per thread, each a GEMM over all m rows.
+fn weight_gradient(
+    x: &[f32],
+    [m, k]: [usize; 2],
+    dy: &[f32],
+    [n, first, c]: [usize; 3],
+) -> Vec<f32> {
+    let mut dw = match c == n {
+        // Every element is written by the GEMMs.
+        true => Vec::<f32>::with_capacity(k * n),
+        false => vec![0.0f32; k * n],
+    };
+    let dw_ptr = SharedOut(dw.as_mut_ptr());
+    let blocks = rayon::current_num_threads()
+        .min(c.div_ceil(MATMUL_ROWS))
+        .max(1);
+    let block_cols = c.div_ceil(blocks);
+    (0..c.div_ceil(block_cols))
+        .into_par_iter()
+        .for_each(|block| {
+            let (col, cols) = (block * block_cols, block_cols.min(c - block * block_cols));
+            // SAFETY: x^T (k x m, strides (1, k)) and dy's columns col..col + cols (m
+            // rows, c apart) are inside x and dy; the block writes columns first + col
+            // .. + cols of dw's k rows (n apart), which no other block touches.
+            unsafe {
+                gemm_into(
+                    [k, m, cols],
+                    (dw_ptr.at(first + col), n as isize),
+                    (x.as_ptr(), 1, k as isize),
+                    (dy.as_ptr().add(col), c as isize, 1),
+                );
+            }
+        });
+    // SAFETY: with c == n the blocks wrote all k x n values; otherwise dw was zeroed.
+    unsafe { dw.set_len(k * n) };
+    dw
+}
 
 /// Which columns of which parameter a weight is (the fused q|k|v and gate|up
 /// projections are read a column block at a time).
@@ -553,13 +789,13 @@ impl HostAttention {
     fn apply<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
         let shape = q.dims();
         let inputs = [tracked(q), tracked(k), tracked(v)];
-        record::<_, _, 3, 4, 3>(HostAttention, inputs, |[q, k, v]| {
+        record::<_, _, _, 3, 4, 3>(HostAttention, inputs, |[q, k, v]| {
             // unwrap: f32 (checked by `place`).
             let [qs, ks, vs] = [&q, &k, &v].map(|x| x.as_slice::<f32>().unwrap());
             let out = attention_host_values(shape, qs, ks, vs);
             let [batch, seq, heads, d] = shape;
             (
-                (q, k, v, shape),
+                move |_: &_| (q, k, v, shape),
                 TensorData::new(out, [batch, seq, heads * d]),
             )
         })
@@ -589,28 +825,45 @@ impl Backward<burn::Dispatch, 3> for HostAttention {
 }
 
 /// One operation of burn's autodiff with its own backward (`op`): `compute` turns
-/// the values of `inputs` (`DI` dims each) into the state `op`'s backward keeps
-/// and the output (`DO` dims), which joins burn's graph after `inputs`. Given back
+/// the values of `inputs` (`DI` dims each) into the output (`DO` dims), which joins
+/// burn's graph after `inputs`, and a function that makes the state `op`'s
+/// backward keeps, given the output (which it may keep, shared). Given back
 /// as the caller's backend, which is recursa's (its inputs were tracked).
-fn record<O, B, const N: usize, const DI: usize, const DO: usize>(
+fn record<O, B, S, const N: usize, const DI: usize, const DO: usize>(
     op: O,
     inputs: [FloatTensor<crate::B>; N],
-    compute: impl FnOnce([TensorData; N]) -> (O::State, TensorData),
+    compute: impl FnOnce([TensorData; N]) -> (S, TensorData),
 ) -> Tensor<B, DO>
 where
     O: Backward<burn::Dispatch, N>,
     B: Backend,
+    S: FnOnce(&FloatTensor<burn::Dispatch>) -> O::State,
 {
     let nodes = inputs.each_ref().map(|x| x.node.clone());
     // The inner tensors move out (no copy when nothing else holds them).
     let (state, out) = compute(inputs.map(|x| inner_values::<DI>(x.primitive)));
-    let out = inner_tensor::<DO>(out);
-    let out = match op
+    let prepared = op
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(state, out),
+        .stateful();
+    join_graph(prepared, state, out)
+}
+
+/// `out` as the output of a prepared operation of burn's autodiff, whose backward
+/// keeps the state that `state` makes from the output.
+fn join_graph<O, B, S, const N: usize, const DO: usize>(
+    prepared: OpsKind<O, burn::Dispatch, O::State, NoCheckpointing, N>,
+    state: S,
+    out: TensorData,
+) -> Tensor<B, DO>
+where
+    O: Backward<burn::Dispatch, N>,
+    B: Backend,
+    S: FnOnce(&FloatTensor<burn::Dispatch>) -> O::State,
+{
+    let out = inner_tensor::<DO>(out);
+    let out = match prepared {
+        OpsKind::Tracked(prep) => prep.finish(state(&out), out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     let out: Box<dyn Any> = Box::new(Tensor::<crate::B, DO>::from_primitive(
@@ -677,59 +930,70 @@ pub fn attention_backward_host(
     );
     let (row, s) = ((heads * d) as isize, seq as isize);
     if seq > 0 && d > 0 {
+        let block = BACKWARD_BLOCK.min(seq);
         (0..batch * heads).into_par_iter().for_each(|task| {
-            with_scratch(2 * seq * seq, |buffers| {
-                let (p, dp) = buffers.split_at_mut(seq * seq);
+            with_scratch(2 * block * seq, |buffers| {
+                let (p, dp) = buffers.split_at_mut(block * seq);
                 let (b, h) = (task / heads, task % heads);
                 // (b, position 0, h, 0): the head's first value.
                 let head = b * seq * heads * d + h * d;
-                // SAFETY: q, k, v, d_out and the outputs are read and written at
-                // rows 0..seq of head h (d values each, `row` apart), inside their n
-                // values; p and dp hold seq x seq. Each task writes only its own
-                // head's (b, :, h, :) values of dq, dk and dv, and every GEMM writes
-                // all of its destination (k = d or seq > 0).
-                unsafe {
-                    let (q, k, v, d_out) = (
-                        q.as_ptr().add(head),
-                        k.as_ptr().add(head),
-                        v.as_ptr().add(head),
-                        d_out.as_ptr().add(head),
-                    );
-                    // P = softmax(q k^T)
-                    gemm_into([seq, d, seq], (p.as_mut_ptr(), s), (q, row, 1), (k, 1, row));
-                    for r in p.chunks_exact_mut(seq) {
-                        simd::softmax_row(r);
+                for first in (0..seq).step_by(block) {
+                    let rows = block.min(seq - first);
+                    let (p, dp) = (&mut p[..rows * seq], &mut dp[..rows * seq]);
+                    // The block's first query row; dV and dK add up over blocks.
+                    let (at, add) = (head + first * heads * d, first > 0);
+                    // SAFETY: q, k, v, d_out and the outputs are read and written at
+                    // rows 0..seq of head h (d values each, `row` apart), inside their
+                    // n values; p and dp hold rows x seq. Each task writes only its
+                    // own head's (b, :, h, :) values of dq, dk and dv; the first block
+                    // writes all of dk and dv (k = rows > 0), every block all of its
+                    // rows of dq (k = seq > 0).
+                    unsafe {
+                        let (k, v) = (k.as_ptr().add(head), v.as_ptr().add(head));
+                        let (q, d_out) = (q.as_ptr().add(at), d_out.as_ptr().add(at));
+                        // P = softmax(q k^T), the block's rows
+                        gemm_into(
+                            [rows, d, seq],
+                            (p.as_mut_ptr(), s),
+                            (q, row, 1),
+                            (k, 1, row),
+                        );
+                        for r in p.chunks_exact_mut(seq) {
+                            simd::softmax_row(r);
+                        }
+                        // dV += P^T dO
+                        gemm_add(
+                            [seq, rows, d],
+                            (dv_ptr.at(head), row),
+                            (p.as_ptr(), 1, s),
+                            (d_out, row, 1),
+                            add,
+                        );
+                        // dP = dO V^T, then dS = P * (dP - rowsum(P * dP)) in its place
+                        gemm_into(
+                            [rows, d, seq],
+                            (dp.as_mut_ptr(), s),
+                            (d_out, row, 1),
+                            (v, 1, row),
+                        );
+                        for (p, dp) in p.chunks_exact(seq).zip(dp.chunks_exact_mut(seq)) {
+                            simd::softmax_grad_row(p, dp);
+                        }
+                        // dQ = dS K, dK += dS^T Q
+                        gemm_into(
+                            [rows, seq, d],
+                            (dq_ptr.at(at), row),
+                            (dp.as_ptr(), s, 1),
+                            (k, row, 1),
+                        );
+                        gemm_add(
+                            [seq, rows, d],
+                            (dk_ptr.at(head), row),
+                            (dp.as_ptr(), 1, s),
+                            (q, row, 1),
+                            add,
+                        );
                     }
-                    // dV = P^T dO
-                    gemm_into(
-                        [seq, seq, d],
-                        (dv_ptr.at(head), row),
-                        (p.as_ptr(), 1, s),
-                        (d_out, row, 1),
-                    );
-                    // dP = dO V^T, then dS = P * (dP - rowsum(P * dP)) in its place
-                    gemm_into(
-                        [seq, d, seq],
-                        (dp.as_mut_ptr(), s),
-                        (d_out, row, 1),
-                        (v, 1, row),
-                    );
-                    for (p, dp) in p.chunks_exact(seq).zip(dp.chunks_exact_mut(seq)) {
-                        simd::softmax_grad_row(p, dp);
-                    }
-                    // dQ = dS K, dK = dS^T Q
-                    gemm_into(
-                        [seq, seq, d],
-                        (dq_ptr.at(head), row),
-                        (dp.as_ptr(), s, 1),
-                        (k, row, 1),
-                    );
-                    gemm_into(
-                        [seq, seq, d],
-                        (dk_ptr.at(head), row),
-                        (dp.as_ptr(), 1, s),
-                        (q, row, 1),
-                    );
                 }
             });
         });
@@ -758,6 +1022,15 @@ pub fn attention_backward_host(
 /// examples/s with 64 rows, 0.054 and 0.055 with 1024; dis-compact's unchanged.
 const QUERY_BLOCK: usize = 1024;
 
+/// Query rows per step of [`attention_backward_host`]'s loop over one head: the
+/// step's probabilities and their gradient, two `BACKWARD_BLOCK x seq` buffers
+/// (1.9 MB at seq 916), stay in a core's L2 cache through the step's five GEMMs
+/// and two row passes, where two whole `seq x seq` buffers (6.7 MB) went to L3 and
+/// back. Measured with the `attention_grad` example (2 threads): dis-compact's
+/// shape's backward 53-60 ms with whole heads, 51-53 with 128 rows, 49.5-50 with
+/// 256; trm-arc's (head_dim 64) 40 ms either way.
+const BACKWARD_BLOCK: usize = 256;
+
 /// `dst = lhs @ rhs` on the calling thread (callers run one per core), for an
 /// `m x k` lhs and a `k x n` rhs given as (pointer, row stride, column stride) in
 /// elements, and dst as (pointer, row stride) with contiguous columns. The gemm
@@ -775,6 +1048,29 @@ unsafe fn gemm_into(
 ) {
     // SAFETY: the caller's contract (above).
     unsafe {
+        gemm_add(
+            [m, k, n],
+            (dst, dst_rs),
+            (lhs, lhs_rs, lhs_cs),
+            (rhs, rhs_rs, rhs_cs),
+            false,
+        )
+    }
+}
+
+/// [`gemm_into`], or `dst += lhs @ rhs` when `add` (dst's elements then read).
+///
+/// # Safety
+/// As [`gemm_into`]; with `add`, dst's elements are initialised.
+unsafe fn gemm_add(
+    [m, k, n]: [usize; 3],
+    (dst, dst_rs): (*mut f32, isize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
+    add: bool,
+) {
+    // SAFETY: the caller's contract (above).
+    unsafe {
         gemm::gemm(
             m,
             n,
@@ -782,14 +1078,14 @@ unsafe fn gemm_into(
             dst,
             1,
             dst_rs,
-            false,
+            add,
             lhs,
             lhs_cs,
             lhs_rs,
             rhs,
             rhs_cs,
             rhs_rs,
-            0.0,
+            if add { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -816,8 +1112,9 @@ impl SharedOut {
 }
 
 /// Rotate-half RoPE, `x*cos + rotate_half(x)*sin` with `rotate_half(x) = cat(-x2, x1)`,
-/// where `cos` and `sin` hold one row per position, in x's buffer. Gives x back
-/// (`Err`) where burn's ops must run (see [`on_host`]).
+/// where `cos` and `sin` hold one row per position, in x's buffer; tracked, as one
+/// operation with its own backward (`HostRope`). Gives x back (`Err`) where burn's
+/// ops must run (see [`on_host`]).
 ///
 /// # Shapes
 /// `x: [batch, seq, heads, head_dim]`, `cos, sin: [positions >= seq, head_dim]` -> like x
@@ -826,7 +1123,11 @@ pub fn rope<B: Backend>(
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
-    if !on_host(&x) || !on_host(cos) || !on_host(sin) {
+    let tables_on_host = on_host(cos) && on_host(sin) && cos.dims() == sin.dims();
+    if on_autodiff_host(&x) && tables_on_host {
+        return Ok(HostRope::apply(x, cos, sin));
+    }
+    if !on_host(&x) || !tables_on_host {
         return Err(x);
     }
     let [_, seq, heads, d] = x.dims();
@@ -839,7 +1140,16 @@ pub fn rope<B: Backend>(
         cos.as_slice::<f32>().unwrap(),
         sin.as_slice::<f32>().unwrap(),
     );
-    // One task per (batch, position): its heads share the position's table row.
+    rope_rows(xs, [seq, heads, d], cos, sin);
+    Ok(Tensor::from_data(a, (&device, DType::F32)))
+}
+
+/// [`rope`]'s pass over x (`[batch, seq, heads, d]` row-major) in place: one task
+/// per (batch, position), whose heads share the position's table row.
+fn rope_rows(xs: &mut [f32], [seq, heads, d]: [usize; 3], cos: &[f32], sin: &[f32]) {
+    if seq * heads * d == 0 {
+        return;
+    }
     xs.par_chunks_mut(heads * d).enumerate().for_each(|(i, x)| {
         let p = i % seq;
         let (cos, sin) = (&cos[p * d..(p + 1) * d], &sin[p * d..(p + 1) * d]);
@@ -847,7 +1157,63 @@ pub fn rope<B: Backend>(
             simd::rope_row(head, cos, sin);
         }
     });
-    Ok(Tensor::from_data(a, (&device, DType::F32)))
+}
+
+/// [`rope`] on a tracked CPU tensor, as one operation of burn's autodiff with its
+/// own backward. burn's graph of it (a GEMM with the rotation, products with the
+/// tables repeated over heads, a sum) is six passes on one thread, and as many in
+/// backward; here each is one pass on every core. Keeps the tables.
+#[derive(Debug)]
+struct HostRope;
+
+impl HostRope {
+    /// `x: [batch, seq, heads, d]` (tracked f32 on the flex device), `cos, sin:
+    /// [positions >= seq, d]` (untracked f32 on the flex device) -> like x
+    fn apply<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+        let [_, seq, heads, d] = x.dims();
+        let table = |t: &Tensor<B, 2>| t.clone().narrow(0, 0, seq).into_data();
+        let (cos, sin) = (table(cos), table(sin));
+        record::<_, _, _, 1, 4, 4>(HostRope, [tracked(x)], |[mut x]| {
+            // unwrap: f32 (checked by `place` and `on_host`).
+            let (c, s) = (
+                cos.as_slice::<f32>().unwrap(),
+                sin.as_slice::<f32>().unwrap(),
+            );
+            rope_rows(x.as_mut_slice::<f32>().unwrap(), [seq, heads, d], c, s);
+            (move |_: &_| (cos, sin, [seq, heads, d]), x)
+        })
+    }
+}
+
+impl Backward<burn::Dispatch, 1> for HostRope {
+    /// The tables' first seq rows, and `[seq, heads, d]`.
+    type State = (TensorData, TensorData, [usize; 3]);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (cos, sin, [seq, heads, d]) = ops.state;
+        let mut dy = inner_values::<4>(grads.consume::<burn::Dispatch>(&ops.node));
+        // unwrap: f32, as in the forward.
+        let (cos, sin) = (
+            cos.as_slice::<f32>().unwrap(),
+            sin.as_slice::<f32>().unwrap(),
+        );
+        let dys = dy.as_mut_slice::<f32>().unwrap();
+        if seq * heads * d > 0 {
+            dys.par_chunks_mut(heads * d)
+                .enumerate()
+                .for_each(|(i, dy)| {
+                    let p = i % seq;
+                    let (cos, sin) = (&cos[p * d..(p + 1) * d], &sin[p * d..(p + 1) * d]);
+                    for head in dy.chunks_exact_mut(d) {
+                        simd::rope_row_backward(head, cos, sin);
+                    }
+                });
+        }
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<burn::Dispatch>(node.id, inner_tensor::<4>(dy));
+        }
+    }
 }
 
 /// `x` with its last two axes swapped, laid out row-major (the `mlp_t` mixer's
@@ -959,6 +1325,12 @@ pub(crate) fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
 }
 
 /// Whether `t` is a tracked f32 tensor on the flex device.
+/// Whether `t` is f32 on the flex device, tracked or not: where [`matmul`] and
+/// [`matmul_column_blocks`] take it.
+pub(crate) fn on_flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    matches!(place(t), Place::Host | Place::AutodiffHost)
+}
+
 fn on_autodiff_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     place(t) == Place::AutodiffHost
 }
@@ -1026,8 +1398,9 @@ mod simd {
     }
 
     per_instruction_set! {
-        /// `x <- (x + y) / sqrt(mean((x + y)^2) + eps)` over one row.
-        pub fn add_rms_norm_row(x: &mut [f32], y: &[f32], eps: f32) {
+        /// `x <- (x + y) / sqrt(mean((x + y)^2) + eps)` over one row; gives the
+        /// factor, `1 / sqrt(mean((x + y)^2) + eps)`.
+        pub fn add_rms_norm_row(x: &mut [f32], y: &[f32], eps: f32) -> f32 {
             let mut partial = [0.0f32; LANES];
             let mut xc = x.chunks_exact_mut(LANES);
             let mut yc = y.chunks_exact(LANES);
@@ -1045,6 +1418,30 @@ mod simd {
             let inv = 1.0 / (pairwise_sum(partial) / x.len() as f32 + eps).sqrt();
             for x in x.iter_mut() {
                 *x *= inv;
+            }
+            inv
+        }
+    }
+
+    per_instruction_set! {
+        /// RMSNorm's backward over one row, `dy <- r (dy - out mean(dy * out))`,
+        /// for the norm's output `out` and `r = 1 / sqrt(mean(h^2) + eps)` of its
+        /// input h.
+        pub fn rms_norm_backward_row(dy: &mut [f32], out: &[f32], r: f32) {
+            let mut partial = [0.0f32; LANES];
+            let mut dc = dy.chunks_exact(LANES);
+            let mut oc = out.chunks_exact(LANES);
+            for (dy, out) in (&mut dc).zip(&mut oc) {
+                for i in 0..LANES {
+                    partial[i] += dy[i] * out[i];
+                }
+            }
+            for (dy, out) in dc.remainder().iter().zip(oc.remainder()) {
+                partial[0] += dy * out;
+            }
+            let mean = pairwise_sum(partial) / out.len() as f32;
+            for (dy, out) in dy.iter_mut().zip(out) {
+                *dy = r * (*dy - *out * mean);
             }
         }
     }
@@ -1118,6 +1515,21 @@ mod simd {
             let (a, b) = (x1[i], x2[i]);
             x1[i] = a * c1[i] + -b * s1[i];
             x2[i] = b * c2[i] + a * s2[i];
+        }
+    }
+
+    /// [`rope_row`]'s backward: `dy <- J^T dy` for its Jacobian J. With
+    /// `(a, b) = (dy1, dy2)`: `dy1 <- a c1 + b s2`, `dy2 <- b c2 - a s1` (the
+    /// rotation by the opposite angles where, as in RoPE's tables, `s1 = s2`).
+    pub fn rope_row_backward(dy: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let half = dy.len() / 2;
+        let (y1, y2) = dy.split_at_mut(half);
+        let (c1, c2) = cos.split_at(half);
+        let (s1, s2) = sin.split_at(half);
+        for i in 0..half {
+            let (a, b) = (y1[i], y2[i]);
+            y1[i] = a * c1[i] + b * s2[i];
+            y2[i] = b * c2[i] + -a * s1[i];
         }
     }
 
@@ -1373,6 +1785,93 @@ pub(crate) mod tests {
         assert!(matmul_column_blocks(x, w, None, [3, 4]).is_err());
     }
 
+    /// Under autodiff on the CPU each column block is one operation: the values
+    /// and the gradients of x and w are as accurate as burn's matmul of column
+    /// views, both against burn's in f64. Three blocks (x's gradient summed over
+    /// them, w's zero outside each block), one block as wide as w, a block of one
+    /// column, and an untracked x (only w's gradient); m spans several row blocks.
+    #[test]
+    fn tracked_column_blocks_are_as_accurate_as_burns_matmul() {
+        let device: Device = Default::default();
+        let (m, k, n) = (150, 9, 12);
+        let t = |v: Vec<f32>, shape: [usize; 2], dtype: DType| {
+            Tensor::<B, 2>::from_data(
+                TensorData::new(v, shape).convert_dtype(dtype),
+                (&device, dtype),
+            )
+        };
+        let f64s = |t: TensorData| t.convert::<f64>().to_vec::<f64>().unwrap();
+        for (widths, x_tracked) in [
+            (vec![3, 4, 5], true),
+            (vec![12], true),
+            (vec![1, 11], true),
+            (vec![7, 5], false),
+        ] {
+            let run = |dtype: DType, ours: bool| {
+                let mut x = t(wave(m * k, 0.2, 1.5), [m, k], dtype);
+                if x_tracked {
+                    x = x.require_grad();
+                }
+                let w = t(wave(k * n, 0.7, 1.5), [k, n], dtype).require_grad();
+                let blocks: Vec<Tensor<B, 2>> = match (ours, widths.len()) {
+                    (true, 3) => {
+                        matmul_column_blocks(x.clone(), w.clone(), None, [3, 4, 5]).map(Vec::from)
+                    }
+                    (true, 2) => {
+                        let widths = [widths[0], widths[1]];
+                        matmul_column_blocks(x.clone(), w.clone(), None, widths).map(Vec::from)
+                    }
+                    (true, _) => matmul(x.clone(), w.clone(), None).map(|y| vec![y]),
+                    (false, _) => {
+                        let mut first = 0;
+                        Ok(widths
+                            .iter()
+                            .map(|&cols| {
+                                first += cols;
+                                x.clone().matmul(w.clone().narrow(1, first - cols, cols))
+                            })
+                            .collect())
+                    }
+                }
+                .unwrap_or_else(|_| panic!("f32 on the flex device"));
+                // sum over blocks of sum(block * weights)
+                let loss = blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        let [rows, cols] = b.dims();
+                        let weights =
+                            t(wave(rows * cols, 1.3 + i as f32, 1.0), [rows, cols], dtype);
+                        (b.clone() * weights).sum()
+                    })
+                    .reduce(|a, b| a + b)
+                    .unwrap();
+                let grads = loss.backward();
+                let mut out: Vec<Vec<f64>> =
+                    blocks.into_iter().map(|b| f64s(b.into_data())).collect();
+                out.push(f64s(w.grad(&grads).unwrap().into_data()));
+                match x.grad(&grads) {
+                    Some(g) => out.push(f64s(g.into_data())),
+                    None => assert!(!x_tracked, "x's gradient"),
+                }
+                out
+            };
+            let (exact, ours, burns) = (
+                run(DType::F64, false),
+                run(DType::F32, true),
+                run(DType::F32, false),
+            );
+            assert_eq!(ours.len(), exact.len(), "{widths:?}: outputs and gradients");
+            let names: Vec<String> = (0..widths.len())
+                .map(|i| format!("block {i}"))
+                .chain(["d/dw".to_string(), "d/dx".to_string()])
+                .collect();
+            let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+            let what = format!("widths {widths:?}");
+            assert_as_accurate_as_burns(&what, &names, &exact, &ours, &burns);
+        }
+    }
+
     /// Inside a [`FrozenWeights`] span a keyed weight is read once: a changed
     /// tensor under the same key still gives the first one's product (which is
     /// what the span promises callers: their weights do not change inside it).
@@ -1599,12 +2098,94 @@ pub(crate) mod tests {
         }
     }
 
+    /// The post-norm `rms_norm(x + y)` and RoPE under autodiff on the CPU (each one
+    /// operation with its own backward): values and gradients as accurate as burn's
+    /// own f32 ops, both measured against burn's ops in f64. RoPE's tables here are
+    /// arbitrary (halves of sin unequal), so the backward is the Jacobian's
+    /// transpose and not only the inverse rotation.
+    #[test]
+    fn tracked_norm_and_rope_are_as_accurate_as_burns_ops() {
+        let device = Device::default();
+        let [batch, seq, heads, d] = [2, 5, 3, 8];
+        let shape = [batch, seq, heads, d];
+        let n = batch * seq * heads * d;
+        let tensor = |values: Vec<f32>, dims: [usize; 4], dtype: DType| {
+            let v = TensorData::new(values, dims).convert_dtype(dtype);
+            Tensor::<B, 4>::from_data(v, (&device, dtype))
+        };
+        let f64s = |t: TensorData| t.convert::<f64>().to_vec::<f64>().unwrap();
+        // add_rms_norm over rows of d, with rows of large and small norm.
+        let norm = |dtype: DType, fused: bool| {
+            let [x, y] = [0.3, 1.7].map(|seed| tensor(wave(n, seed, 3.0), shape, dtype));
+            let (x, y) = (x.require_grad(), y.require_grad());
+            let out = match fused {
+                true => add_rms_norm(x.clone(), y.clone(), 1e-5),
+                false => rms_norm(x.clone() + y.clone(), 1e-5),
+            };
+            let w = tensor(wave(n, 2.9, 1.0), shape, dtype);
+            let grads = (out.clone() * w).sum().backward();
+            let grad = |x: &Tensor<B, 4>| f64s(x.grad(&grads).unwrap().into_data());
+            [f64s(out.into_data()), grad(&x), grad(&y)]
+        };
+        let (exact, ours, burns) = (
+            norm(DType::F64, false),
+            norm(DType::F32, true),
+            norm(DType::F32, false),
+        );
+        assert_as_accurate_as_burns(
+            "add_rms_norm",
+            &["value", "d/dx", "d/dy"],
+            &exact,
+            &ours,
+            &burns,
+        );
+        // RoPE with tables of seq + 2 positions (rope reads the first seq).
+        let rope_run = |dtype: DType, fused: bool| {
+            let x = tensor(wave(n, 0.9, 2.0), shape, dtype).require_grad();
+            let table = |seed| {
+                let v = TensorData::new(wave((seq + 2) * d, seed, 1.0), [seq + 2, d]);
+                Tensor::<B, 2>::from_data(v.convert_dtype(dtype), (&device, dtype))
+            };
+            let (cos, sin) = (table(0.1), table(2.2));
+            let out = match fused {
+                true => rope(x.clone(), &cos, &sin).unwrap_or_else(|_| panic!("kernel")),
+                false => {
+                    let rows = |t: Tensor<B, 2>| t.narrow(0, 0, seq).reshape([1, seq, 1, d]);
+                    let half = d / 2;
+                    let rotated = Tensor::cat(
+                        vec![
+                            -x.clone().narrow(3, half, half),
+                            x.clone().narrow(3, 0, half),
+                        ],
+                        3,
+                    );
+                    x.clone() * rows(cos) + rotated * rows(sin)
+                }
+            };
+            let w = tensor(wave(n, 4.1, 1.0), shape, dtype);
+            let grads = (out.clone() * w).sum().backward();
+            [
+                f64s(out.into_data()),
+                f64s(x.grad(&grads).unwrap().into_data()),
+            ]
+        };
+        let (exact, ours, burns) = (
+            rope_run(DType::F64, false),
+            rope_run(DType::F32, true),
+            rope_run(DType::F32, false),
+        );
+        assert_as_accurate_as_burns("rope", &["value", "d/dx"], &exact, &ours, &burns);
+    }
+
     /// The host backward's gradients against the exact (f64) gradients of burn's
     /// graph, as accurate as burn's f32 graph.
     #[test]
     fn host_attention_backward_is_as_accurate_as_burns_graph() {
         let device = Device::default();
-        for [batch, seq, heads, d] in [[1, 1, 1, 1], [2, 7, 3, 4], [2, 70, 2, 32]] {
+        // The last shape's queries span three of the backward's row blocks.
+        let long = 2 * BACKWARD_BLOCK + 5;
+        for [batch, seq, heads, d] in [[1, 1, 1, 1], [2, 7, 3, 4], [2, 70, 2, 32], [1, long, 2, 8]]
+        {
             let n = batch * seq * heads * d;
             let shape = [batch, seq, heads, d];
             let values = [0.3, 1.7, 2.9, 4.1].map(|seed| wave(n, seed, 3.0));

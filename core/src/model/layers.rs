@@ -104,7 +104,7 @@ pub fn matmul_column_blocks<B: Backend, const D: usize, const N: usize>(
         first_col: 0,
         cols: n,
     };
-    let x = match fused::on_host(&x) {
+    let x = match fused::on_flex(&x) {
         true => {
             match fused::matmul_column_blocks(x.reshape([rows, k]), weight.val(), Some(key), widths)
             {
