@@ -10,10 +10,11 @@
 //! * on untracked tensors (evaluation, TRM's first T-1 cycles, HRM's early
 //!   updates), f32 on the flex device, whose memory is the host's: `into_data` and
 //!   `from_data` move the buffer, and the result is written into an input's buffer;
-//! * on tracked tensors of the flex device, SwiGLU's product, the post-norm, RoPE
-//!   and attention: each one operation of burn's autodiff with its own backward
-//!   (`SiluMul`, `AddRmsNorm`, `HostRope`, `HostAttention`: flash attention's
-//!   backward), which recursa's backend type allows ([`crate::B`]).
+//! * on tracked tensors of the flex device, the linear layers, SwiGLU's product,
+//!   the post-norm, RoPE and attention: each one operation of burn's autodiff with
+//!   its own backward (`HostMatmul`, `SiluMul`, `AddRmsNorm`, `HostRope`,
+//!   `HostAttention`: flash attention's backward), which recursa's backend type
+//!   allows ([`crate::B`]).
 //!
 //! Everywhere else (GPUs, ndarray, other float types) the same functions run burn's
 //! ops. burn 0.21's CPU backend has no hook to add a kernel, hence these.
@@ -278,8 +279,9 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
     e.matmul(v) / total
 }
 
-/// `x @ w` on the host without autodiff: one GEMM (the gemm crate's, as burn-flex's)
-/// per block of rows, the blocks on every core, into an output that is written once.
+/// `x @ w` on the host: one GEMM (the gemm crate's, as burn-flex's) per block of
+/// rows, the blocks on every core, into an output that is written once; tracked, as
+/// an operation with its own backward (see [`matmul_column_blocks`]).
 /// burn-flex's matmul fills its output with zeros and then copies it to realign it
 /// (a tenth of trm-sudoku-mlpt's evaluation, docs/performance.md). Gives the inputs
 /// back (`Err`) where burn's matmul must run (see [`on_host`]), and for empty shapes
@@ -303,7 +305,8 @@ pub fn matmul<B: Backend>(
 
 /// [`matmul`] for N consecutive column blocks of w, `widths` wide, each product its
 /// own contiguous tensor: x and w are read (copied to the host) once for all N
-/// (the q|k|v and gate|up projections).
+/// (the q|k|v and gate|up projections). With x or w tracked, each block is one
+/// operation with its own backward (`HostMatmul`).
 ///
 /// # Shapes
 /// `x: [m, k]`, `w: [k, sum(widths)]` -> `[m, widths[i]]` each

@@ -60,7 +60,7 @@ pub fn matmul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>)
 
 /// `x W[:, first_col..first_col + cols]` over the last axis, W a weight parameter
 /// (a column block of a fused projection, or all of it), in burn's ops: the path of
-/// [`matmul_column_blocks`] under autodiff and off the host.
+/// [`matmul_column_blocks`] off the host.
 ///
 /// # Shapes
 /// `x: [..., k]`, `weight: [k, >= first_col + cols]` -> `[..., cols]`
@@ -86,8 +86,9 @@ fn matmul_columns<B: Backend, const D: usize>(
 
 /// `x W` for N consecutive column blocks of a weight parameter W, `widths` wide
 /// (`[d_out]` for a plain linear layer): on the host x and W are read once for all
-/// N, and W's host copy is made once inside a `fused::FrozenWeights` span;
-/// elsewhere one burn matmul per column view.
+/// N, and W's host copy is made once inside a `fused::FrozenWeights` span; tracked
+/// on the host, each block is one operation with its own backward
+/// (`fused::matmul_column_blocks`); elsewhere one burn matmul per column view.
 ///
 /// # Shapes
 /// `x: [..., k]`, `weight: [k, sum(widths)]` -> `[..., widths[i]]` each
@@ -120,7 +121,7 @@ pub fn matmul_column_blocks<B: Backend, const D: usize, const N: usize>(
         }
         false => x,
     };
-    // Under autodiff and off the host: one GEMM per column view.
+    // Off the host: one GEMM per column view.
     let mut first_col = 0;
     widths.map(|cols| {
         let y = matmul_columns(x.clone(), weight, first_col, cols);
