@@ -688,22 +688,34 @@ fn attention_host<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>)
         k.as_slice::<f32>().unwrap(),
         v.as_slice::<f32>().unwrap(),
     );
-    let out = attention_host_values([batch, seq, heads, d], q, k, v);
+    let out = attention_host_values([batch, seq, heads, d], q, k, v, None);
     let out = TensorData::new(out, [batch, seq, heads * d]);
     Tensor::from_data(out, (&device, DType::F32))
 }
 
 /// The kernel of [`attention_host`] on values: q (already scaled), k and v
 /// `[batch, seq, heads, d]` row-major -> the output `[batch, seq, heads * d]`.
+/// With `stats` (`[batch, heads, seq, 2]` values), each softmax row's max and the
+/// reciprocal of its sum of exponentials, from which [`attention_backward_host`]
+/// computes the probabilities again in one pass.
 fn attention_host_values(
     [batch, seq, heads, d]: [usize; 4],
     q: &[f32],
     k: &[f32],
     v: &[f32],
+    stats: Option<&mut [f32]>,
 ) -> Vec<f32> {
     // Written once, by the tasks' second GEMMs (see `gemm_into`); not zeroed first.
     let mut out = Vec::<f32>::with_capacity(q.len());
     let out_ptr = SharedOut(out.as_mut_ptr());
+    let stats_ptr = stats.map(|stats| {
+        assert_eq!(
+            stats.len(),
+            2 * batch * heads * seq,
+            "attention: stats' length"
+        );
+        SharedOut(stats.as_mut_ptr())
+    });
     // Consecutive positions are `heads * d` apart; a head's d values are contiguous.
     let (row, blocks) = ((heads * d) as isize, seq.div_ceil(QUERY_BLOCK));
     (0..batch * heads * blocks)
@@ -734,8 +746,14 @@ fn attention_host_values(
                         (q.as_ptr().add(query), row, 1),
                         (k.as_ptr().add(head), 1, row),
                     );
-                    for r in scores.chunks_exact_mut(seq) {
-                        simd::softmax_row(r);
+                    for (i, r) in scores.chunks_exact_mut(seq).enumerate() {
+                        let row_stats = simd::softmax_row(r);
+                        if let Some(stats) = &stats_ptr {
+                            // This task's own rows of the stats (inside them, as asserted).
+                            let at = stats.at(2 * ((b * heads + h) * seq + first + i));
+                            *at = row_stats[0];
+                            *at.add(1) = row_stats[1];
+                        }
                     }
                     // out[first + i, h, :] = sum_j p[i, j] v[j, h, :]
                     gemm_into(
@@ -795,10 +813,11 @@ impl HostAttention {
         record::<_, _, _, 3, 4, 3>(HostAttention, inputs, |[q, k, v]| {
             // unwrap: f32 (checked by `place`).
             let [qs, ks, vs] = [&q, &k, &v].map(|x| x.as_slice::<f32>().unwrap());
-            let out = attention_host_values(shape, qs, ks, vs);
             let [batch, seq, heads, d] = shape;
+            let mut stats = vec![0.0f32; 2 * batch * heads * seq];
+            let out = attention_host_values(shape, qs, ks, vs, Some(&mut stats));
             (
-                move |_: &_| (q, k, v, shape),
+                move |_: &_| (q, k, v, shape, stats),
                 TensorData::new(out, [batch, seq, heads * d]),
             )
         })
@@ -806,18 +825,19 @@ impl HostAttention {
 }
 
 impl Backward<burn::Dispatch, 3> for HostAttention {
-    /// The values of q (scaled), k and v, and their shape `[batch, seq, heads, d]`.
-    type State = (TensorData, TensorData, TensorData, [usize; 4]);
+    /// The values of q (scaled), k and v, their shape `[batch, seq, heads, d]`, and
+    /// each softmax row's max and reciprocal sum (`attention_host_values`' stats).
+    type State = (TensorData, TensorData, TensorData, [usize; 4], Vec<f32>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (q, k, v, shape) = ops.state;
+        let (q, k, v, shape, stats) = ops.state;
         let d_out = inner_values::<3>(grads.consume::<burn::Dispatch>(&ops.node));
         // unwrap: f32, as in the forward.
         fn values(x: &TensorData) -> &[f32] {
             x.as_slice::<f32>().unwrap()
         }
-        let (dq, dk, dv) =
-            attention_backward_host(shape, values(&q), values(&k), values(&v), values(&d_out));
+        let (q, k, v, d_out) = (values(&q), values(&k), values(&v), values(&d_out));
+        let (dq, dk, dv) = attention_backward_host(shape, q, k, v, d_out, &stats);
         for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
             if let Some(node) = parent {
                 let grad = inner_tensor::<4>(TensorData::new(grad, shape));
@@ -901,9 +921,11 @@ fn inner_tensor<const D: usize>(values: TensorData) -> FloatTensor<burn::Dispatc
 /// The gradients of attention's core, `softmax(q k^T) v` per head (q already
 /// scaled), for the output's gradient `d_out`: `(dq, dk, dv)`. Flash attention's
 /// backward, one task per (batch, head): the probabilities P are computed again
-/// from q and k (the forward keeps nothing `[seq, seq]`), then
-/// `dV = P^T dO`, `dP = dO V^T`, `dS = P * (dP - rowsum(P * dP))`, `dQ = dS K`,
-/// `dK = dS^T Q`: five GEMMs per head, on two `seq x seq` buffers per thread.
+/// from q and k and the forward's `stats` (each row's max and reciprocal sum of
+/// exponentials, `[batch, heads, seq, 2]`; the forward keeps nothing `[seq, seq]`),
+/// then `dV = P^T dO`, `dP = dO V^T`, `dS = P * (dP - rowsum(P * dP))`,
+/// `dQ = dS K`, `dK = dS^T Q`: five GEMMs per head, in blocks of
+/// [`BACKWARD_BLOCK`] query rows.
 ///
 /// The backward of [`attention`] on tracked host tensors (`HostAttention`).
 ///
@@ -915,11 +937,17 @@ pub fn attention_backward_host(
     k: &[f32],
     v: &[f32],
     d_out: &[f32],
+    stats: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let n = batch * seq * heads * d;
     assert!(
         [q.len(), k.len(), v.len(), d_out.len()] == [n; 4],
         "attention_backward_host: every input holds batch x seq x heads x d values"
+    );
+    assert_eq!(
+        stats.len(),
+        2 * batch * heads * seq,
+        "attention_backward_host: two stats per (batch, head, query row)"
     );
     let (mut dq, mut dk, mut dv) = (
         Vec::<f32>::with_capacity(n),
@@ -961,8 +989,11 @@ pub fn attention_backward_host(
                             (q, row, 1),
                             (k, 1, row),
                         );
-                        for r in p.chunks_exact_mut(seq) {
-                            simd::softmax_row(r);
+                        // The rows' stats: (b, h, first..first + rows).
+                        let from = 2 * ((b * heads + h) * seq + first);
+                        let row_stats = stats[from..from + 2 * rows].chunks_exact(2);
+                        for (r, st) in p.chunks_exact_mut(seq).zip(row_stats) {
+                            simd::exp_scaled_row(r, st[0], st[1]);
                         }
                         // dV += P^T dO
                         gemm_add(
@@ -1450,11 +1481,24 @@ mod simd {
     }
 
     per_instruction_set! {
-        /// `x <- exp(x - max x) / sum exp(x - max x)` over one row.
-        pub fn softmax_row(x: &mut [f32]) {
-            let inv = 1.0 / exp_minus_max_sum(x);
+        /// `x <- exp(x - max x) / sum exp(x - max x)` over one row; gives
+        /// `[max x, 1 / sum exp(x - max x)]`.
+        pub fn softmax_row(x: &mut [f32]) -> [f32; 2] {
+            let (max, sum) = exp_minus_max_sum(x);
+            let inv = 1.0 / sum;
             for v in x.iter_mut() {
                 *v *= inv;
+            }
+            [max, inv]
+        }
+    }
+
+    per_instruction_set! {
+        /// `x <- exp(x - max) * inv` over one row: [`softmax_row`] again from the
+        /// stats it gave, in one pass (the same bits).
+        pub fn exp_scaled_row(x: &mut [f32], max: f32, inv: f32) {
+            for v in x.iter_mut() {
+                *v = exp(*v - max) * inv;
             }
         }
     }
@@ -1464,7 +1508,7 @@ mod simd {
         /// vector paths' exp on its own, for the test that holds it to the plain one.
         #[cfg(test)]
         pub fn exp_minus_max_row(x: &mut [f32]) -> f32 {
-            exp_minus_max_sum(x)
+            exp_minus_max_sum(x).1
         }
     }
 
@@ -1489,9 +1533,10 @@ mod simd {
         }
     }
 
-    /// `x <- exp(x - max x)` over one row; gives the sum of the new values.
+    /// `x <- exp(x - max x)` over one row; gives `max x` and the sum of the new
+    /// values.
     #[inline(always)]
-    fn exp_minus_max_sum(x: &mut [f32]) -> f32 {
+    fn exp_minus_max_sum(x: &mut [f32]) -> (f32, f32) {
         let max = row_max(x);
         let mut partial = [0.0f32; LANES];
         let mut chunks = x.chunks_exact_mut(LANES);
@@ -1505,7 +1550,7 @@ mod simd {
             *v = exp(*v - max);
             partial[0] += *v;
         }
-        pairwise_sum(partial)
+        (max, pairwise_sum(partial))
     }
 
     /// One head's rotate-half RoPE at one position.
@@ -2101,6 +2146,21 @@ pub(crate) mod tests {
         }
     }
 
+    /// The backward's probabilities from the forward's row stats are the
+    /// forward's, bit for bit.
+    #[test]
+    fn probabilities_from_row_stats_are_the_softmax_bits() {
+        for (len, amplitude) in [(1, 1.0), (17, 3.0), (916, 40.0)] {
+            let scores = wave(len, 0.4, amplitude);
+            let mut softmax = scores.clone();
+            let [max, inv] = simd::softmax_row(&mut softmax);
+            let mut again = scores;
+            simd::exp_scaled_row(&mut again, max, inv);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&again), bits(&softmax), "row of {len}");
+        }
+    }
+
     /// The post-norm `rms_norm(x + y)` and RoPE under autodiff on the CPU (each one
     /// operation with its own backward): values and gradients as accurate as burn's
     /// own f32 ops, both measured against burn's ops in f64. RoPE's tables here are
@@ -2211,8 +2271,10 @@ pub(crate) mod tests {
             let (exact, burns) = (graph(DType::F64), graph(DType::F32));
             let scale = 1.0 / (d as f32).sqrt();
             let q_scaled: Vec<f32> = values[0].iter().map(|x| x * scale).collect();
-            let (dq, dk, dv) =
-                attention_backward_host(shape, &q_scaled, &values[1], &values[2], &values[3]);
+            let mut stats = vec![0.0f32; 2 * batch * heads * seq];
+            let (k, v) = (&values[1], &values[2]);
+            attention_host_values(shape, &q_scaled, k, v, Some(&mut stats));
+            let (dq, dk, dv) = attention_backward_host(shape, &q_scaled, k, v, &values[3], &stats);
             let dq: Vec<f32> = dq.iter().map(|x| x * scale).collect();
             let ours = [dq, dk, dv].map(|g| g.into_iter().map(f64::from).collect::<Vec<_>>());
             let what = format!("{batch}x{seq}x{heads}x{d}");
