@@ -1462,18 +1462,7 @@ mod simd {
         /// for the norm's output `out` and `r = 1 / sqrt(mean(h^2) + eps)` of its
         /// input h.
         pub fn rms_norm_backward_row(dy: &mut [f32], out: &[f32], r: f32) {
-            let mut partial = [0.0f32; LANES];
-            let mut dc = dy.chunks_exact(LANES);
-            let mut oc = out.chunks_exact(LANES);
-            for (dy, out) in (&mut dc).zip(&mut oc) {
-                for i in 0..LANES {
-                    partial[i] += dy[i] * out[i];
-                }
-            }
-            for (dy, out) in dc.remainder().iter().zip(oc.remainder()) {
-                partial[0] += dy * out;
-            }
-            let mean = pairwise_sum(partial) / out.len() as f32;
+            let mean = dot(dy, out) / out.len() as f32;
             for (dy, out) in dy.iter_mut().zip(out) {
                 *dy = r * (*dy - *out * mean);
             }
@@ -1515,22 +1504,28 @@ mod simd {
     per_instruction_set! {
         /// The softmax's backward over one row: `dp <- p * (dp - sum(p * dp))`.
         pub fn softmax_grad_row(p: &[f32], dp: &mut [f32]) {
-            let mut partial = [0.0f32; LANES];
-            let mut pc = p.chunks_exact(LANES);
-            let mut dc = dp.chunks_exact(LANES);
-            for (p, dp) in (&mut pc).zip(&mut dc) {
-                for i in 0..LANES {
-                    partial[i] += p[i] * dp[i];
-                }
-            }
-            for (p, dp) in pc.remainder().iter().zip(dc.remainder()) {
-                partial[0] += p * dp;
-            }
-            let dot = pairwise_sum(partial);
+            let dot = dot(p, dp);
             for (p, dp) in p.iter().zip(dp.iter_mut()) {
                 *dp = p * (*dp - dot);
             }
         }
+    }
+
+    /// `sum a * b` over one row, in [`LANES`] partial sums.
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut partial = [0.0f32; LANES];
+        let mut ac = a.chunks_exact(LANES);
+        let mut bc = b.chunks_exact(LANES);
+        for (a, b) in (&mut ac).zip(&mut bc) {
+            for i in 0..LANES {
+                partial[i] += a[i] * b[i];
+            }
+        }
+        for (a, b) in ac.remainder().iter().zip(bc.remainder()) {
+            partial[0] += a * b;
+        }
+        pairwise_sum(partial)
     }
 
     /// `x <- exp(x - max x)` over one row; gives `max x` and the sum of the new
@@ -1555,29 +1550,32 @@ mod simd {
 
     /// One head's rotate-half RoPE at one position.
     pub fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        rotate_halves(x, cos, sin, false);
+    }
+
+    /// [`rope_row`]'s backward: `dy <- J^T dy` for its Jacobian J (the rotation by
+    /// the opposite angles where, as in RoPE's tables, the halves of sin are equal).
+    pub fn rope_row_backward(dy: &mut [f32], cos: &[f32], sin: &[f32]) {
+        rotate_halves(dy, cos, sin, true);
+    }
+
+    /// With `(a, b)` x's halves: `(a c1 - b s1, b c2 + a s2)`, RoPE; `transposed`,
+    /// `(a c1 + b s2, b c2 - a s1)`, its Jacobian's transpose. The signs multiply
+    /// exactly, so RoPE's bits are those of `a c1 + (-b) s1`.
+    #[inline(always)]
+    fn rotate_halves(x: &mut [f32], cos: &[f32], sin: &[f32], transposed: bool) {
         let half = x.len() / 2;
         let (x1, x2) = x.split_at_mut(half);
         let (c1, c2) = cos.split_at(half);
         let (s1, s2) = sin.split_at(half);
+        let (sign, u, w) = match transposed {
+            false => (-1.0f32, s1, s2),
+            true => (1.0f32, s2, s1),
+        };
         for i in 0..half {
             let (a, b) = (x1[i], x2[i]);
-            x1[i] = a * c1[i] + -b * s1[i];
-            x2[i] = b * c2[i] + a * s2[i];
-        }
-    }
-
-    /// [`rope_row`]'s backward: `dy <- J^T dy` for its Jacobian J. With
-    /// `(a, b) = (dy1, dy2)`: `dy1 <- a c1 + b s2`, `dy2 <- b c2 - a s1` (the
-    /// rotation by the opposite angles where, as in RoPE's tables, `s1 = s2`).
-    pub fn rope_row_backward(dy: &mut [f32], cos: &[f32], sin: &[f32]) {
-        let half = dy.len() / 2;
-        let (y1, y2) = dy.split_at_mut(half);
-        let (c1, c2) = cos.split_at(half);
-        let (s1, s2) = sin.split_at(half);
-        for i in 0..half {
-            let (a, b) = (y1[i], y2[i]);
-            y1[i] = a * c1[i] + b * s2[i];
-            y2[i] = b * c2[i] + -a * s1[i];
+            x1[i] = a * c1[i] + (sign * b) * u[i];
+            x2[i] = b * c2[i] + (-sign * a) * w[i];
         }
     }
 
