@@ -140,11 +140,11 @@ pub fn add_rms_norm<B: Backend, const D: usize>(
     if x.dims() == y.dims() && on_autodiff_host(&x) && on_autodiff_host(&y) {
         return AddRmsNorm::<D>::apply(x, y, eps);
     }
-    if !on_host(&x) || !on_host(&y) || x.dims() != y.dims() {
+    let d = x.dims()[D - 1];
+    if !on_host(&x) || !on_host(&y) || x.dims() != y.dims() || d == 0 {
         return rms_norm(x + y, eps);
     }
     let device = x.device();
-    let d = x.dims()[D - 1];
     let (mut a, b) = (x.into_data(), y.into_data());
     // unwrap: both are f32 (checked by `on_host`).
     let xs = a.as_mut_slice::<f32>().unwrap();
@@ -242,11 +242,11 @@ impl<const D: usize> Backward<burn::Dispatch, 2> for AddRmsNorm<D> {
 /// # Shapes
 /// `x: [..., d]` -> same
 pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if !on_host(&x) {
+    let d = x.dims()[D - 1];
+    if !on_host(&x) || d == 0 {
         return activation::softmax(x, D - 1);
     }
     let device = x.device();
-    let d = x.dims()[D - 1];
     let mut a = x.into_data();
     // unwrap: f32, checked by `on_host`.
     let xs = a.as_mut_slice::<f32>().unwrap();
@@ -284,7 +284,7 @@ pub fn softmax_matmul<B: Backend>(scores: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
 /// an operation with its own backward (see [`matmul_column_blocks`]).
 /// burn-flex's matmul fills its output with zeros and then copies it to realign it
 /// (a tenth of trm-sudoku-mlpt's evaluation, docs/performance.md). Gives the inputs
-/// back (`Err`) where burn's matmul must run (see [`on_host`]), and for empty shapes
+/// back (`Err`) where burn's matmul must run (see [`on_flex`]), and for empty shapes
 /// (with `k = 0` the GEMM would write nothing).
 ///
 /// `weight` names the parameter columns w holds: inside [`FrozenWeights`] their
@@ -341,19 +341,23 @@ pub fn matmul_column_blocks<B: Backend, const N: usize>(
 }
 
 /// `x @ w[:, ..cols]` for row-major x (`[m, k]`) and w (rows `n` apart): blocks
-/// of rows, each at least [`MATMUL_ROWS`] tall, one per thread.
+/// of rows, one per thread (no more blocks than [`MATMUL_ROWS`]-row ones).
 fn gemm_rows(x: &[f32], [m, k]: [usize; 2], w: &[f32], n: usize, cols: usize) -> Vec<f32> {
-    // SAFETY: w's k rows, n apart, hold cols values each from its start (the
-    // caller's slice starts at the first column).
+    assert!(
+        x.len() >= m * k && cols <= n && (k == 0 || w.len() >= (k - 1) * n + cols),
+        "gemm_rows: x holds m x k values and w k rows of n, cols <= n"
+    );
+    // SAFETY: w's k rows, n apart, hold cols values each from its start (asserted).
     unsafe { gemm_rows_strided(x, [m, k], (w.as_ptr(), n as isize, 1), cols) }
 }
 
 /// `x @ r` for row-major x (`[m, k]`) and a `k x cols` matrix r given as (pointer,
-/// row stride, column stride): blocks of rows, each at least [`MATMUL_ROWS`] tall,
-/// one per thread, into an output written once.
+/// row stride, column stride): blocks of rows, one per thread (no more blocks than
+/// [`MATMUL_ROWS`]-row ones), into an output written once.
 ///
 /// # Safety
-/// Every element of r that the shape and strides address is inside its buffer.
+/// x holds at least m x k values, and every element of r that the shape and
+/// strides address is inside its buffer.
 unsafe fn gemm_rows_strided(
     x: &[f32],
     [m, k]: [usize; 2],
@@ -401,7 +405,8 @@ const MATMUL_ROWS: usize = 64;
 /// autodiff per column block, each with its own backward. burn's matmul fills its
 /// output with zeros and copies it to realign it, forward and backward, on one
 /// thread, and a column view of the weight adds a slice to the graph. Here x and w
-/// are read once for all blocks (x is copied when the graph holds it elsewhere too),
+/// are read once for all blocks (copied when the graph holds them elsewhere too: w,
+/// which its parameter holds, always; x, when the residual stream also holds it),
 /// the products are written once into fresh buffers on every core, and backward
 /// gives `dx = dy w_block^T` (row blocks on every core) and `dw = x^T dy` (column
 /// blocks on every core), w's gradient zero outside the block's columns.
@@ -459,6 +464,7 @@ impl Backward<burn::Dispatch, 2> for HostMatmul {
             w.as_slice::<f32>().unwrap(),
             dy.as_slice::<f32>().unwrap(),
         );
+        assert_eq!(dys.len(), m * c, "HostMatmul: the output gradient's size");
         let [px, pw] = ops.parents;
         if let Some(node) = px {
             // dx = dy w_block^T: w_block^T[i, j] = w[j, first_col + i].
@@ -487,14 +493,19 @@ impl Backward<burn::Dispatch, 2> for HostMatmul {
 }
 
 /// `x^T dy` into columns `first..first + c` of a `[k, n]` gradient that is zero
-/// elsewhere, for row-major x (`[m, k]`) and dy (`[m, c]`): blocks of at least
-/// [`MATMUL_ROWS`] columns, one per thread, each a GEMM over all m rows.
+/// elsewhere, for row-major x (`[m, k]`) and dy (`[m, c]`): blocks of columns, one
+/// per thread (no more blocks than [`MATMUL_ROWS`]-column ones), each a GEMM over
+/// all m rows.
 fn weight_gradient(
     x: &[f32],
     [m, k]: [usize; 2],
     dy: &[f32],
     [n, first, c]: [usize; 3],
 ) -> Vec<f32> {
+    assert!(
+        x.len() >= m * k && dy.len() >= m * c && first + c <= n,
+        "weight_gradient: x holds m x k values, dy m x c, and the block lies inside n"
+    );
     let mut dw = match c == n {
         // Every element is written by the GEMMs.
         true => Vec::<f32>::with_capacity(k * n),
@@ -1129,11 +1140,11 @@ unsafe fn gemm_add(
     }
 }
 
-/// The output buffer of [`attention`] and [`matmul`], shared by tasks that write
-/// disjoint blocks.
+/// An output buffer shared by tasks that write disjoint blocks of it (attention's
+/// kernels, the GEMMs in blocks of rows or columns).
 struct SharedOut(*mut f32);
 
-// SAFETY: tasks write disjoint blocks of the buffer (see `attention` and `matmul`).
+// SAFETY: tasks write disjoint blocks of the buffer (see each user's SAFETY note).
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
@@ -1157,11 +1168,13 @@ pub fn rope<B: Backend>(
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    let [_, seq, _, d] = x.dims();
     let tables_on_host = on_host(cos) && on_host(sin) && cos.dims() == sin.dims();
-    if on_autodiff_host(&x) && tables_on_host {
+    let tables_fit = tables_on_host && cos.dims()[1] == d && cos.dims()[0] >= seq;
+    if on_autodiff_host(&x) && tables_fit && x.dims().iter().all(|&n| n > 0) {
         return Ok(HostRope::apply(x, cos, sin));
     }
-    if !on_host(&x) || !tables_on_host {
+    if !on_host(&x) || !tables_fit {
         return Err(x);
     }
     let [_, seq, heads, d] = x.dims();
@@ -1358,13 +1371,13 @@ pub(crate) fn on_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     place(t) == Place::Host
 }
 
-/// Whether `t` is a tracked f32 tensor on the flex device.
 /// Whether `t` is f32 on the flex device, tracked or not: where [`matmul`] and
 /// [`matmul_column_blocks`] take it.
 pub(crate) fn on_flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     matches!(place(t), Place::Host | Place::AutodiffHost)
 }
 
+/// Whether `t` is a tracked f32 tensor on the flex device.
 fn on_autodiff_host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     place(t) == Place::AutodiffHost
 }
@@ -1484,7 +1497,7 @@ mod simd {
 
     per_instruction_set! {
         /// `x <- exp(x - max) * inv` over one row: [`softmax_row`] again from the
-        /// stats it gave, in one pass (the same bits).
+        /// stats it gave, in one pass (its bits, given the same row).
         pub fn exp_scaled_row(x: &mut [f32], max: f32, inv: f32) {
             for v in x.iter_mut() {
                 *v = exp(*v - max) * inv;

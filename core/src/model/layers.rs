@@ -60,7 +60,7 @@ pub fn matmul_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>)
 
 /// `x W[:, first_col..first_col + cols]` over the last axis, W a weight parameter
 /// (a column block of a fused projection, or all of it), in burn's ops: the path of
-/// [`matmul_column_blocks`] off the host.
+/// [`matmul_column_blocks`] off the host, and for shapes its host kernels do not take.
 ///
 /// # Shapes
 /// `x: [..., k]`, `weight: [k, >= first_col + cols]` -> `[..., cols]`
@@ -121,7 +121,7 @@ pub fn matmul_column_blocks<B: Backend, const D: usize, const N: usize>(
         }
         false => x,
     };
-    // Off the host: one GEMM per column view.
+    // Off the host (or shapes the host kernels do not take): one GEMM per column view.
     let mut first_col = 0;
     widths.map(|cols| {
         let y = matmul_columns(x.clone(), weight, first_col, cols);
