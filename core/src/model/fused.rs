@@ -149,15 +149,35 @@ pub fn add_rms_norm<B: Backend, const D: usize>(
     // unwrap: both are f32 (checked by `on_host`).
     let xs = a.as_mut_slice::<f32>().unwrap();
     let ys = b.as_slice::<f32>().unwrap();
-    let rows = (CHUNK / d).max(1) * d;
-    xs.par_chunks_mut(rows)
-        .zip(ys.par_chunks(rows))
-        .for_each(|(x, y)| {
-            for (x, y) in x.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
-                simd::add_rms_norm_row(x, y, eps as f32);
+    let mut factors = vec![0.0f32; xs.len() / d];
+    for_each_row(xs, ys, &mut factors, d, |x, y, r| {
+        *r = simd::add_rms_norm_row(x, y, eps as f32)
+    });
+    Tensor::from_data(a, (&device, DType::F32))
+}
+
+/// `f(a's row, b's row, the row's factor)` for each row of `d` values of a and b
+/// (of one length) and its entry of `factors` (one per row), in tasks of about
+/// [`CHUNK`] values on every core. Nothing runs for `d = 0`.
+fn for_each_row(
+    a: &mut [f32],
+    b: &[f32],
+    factors: &mut [f32],
+    d: usize,
+    f: impl Fn(&mut [f32], &[f32], &mut f32) + Sync,
+) {
+    let Some(rows) = CHUNK.checked_div(d) else {
+        return;
+    };
+    let rows = rows.max(1);
+    a.par_chunks_mut(rows * d)
+        .zip(b.par_chunks(rows * d).zip(factors.par_chunks_mut(rows)))
+        .for_each(|(a, (b, factors))| {
+            let rows = a.chunks_exact_mut(d).zip(b.chunks_exact(d));
+            for ((a, b), factor) in rows.zip(factors) {
+                f(a, b, factor);
             }
         });
-    Tensor::from_data(a, (&device, DType::F32))
 }
 
 /// [`add_rms_norm`] on tracked CPU tensors, as one operation of burn's autodiff
@@ -181,18 +201,10 @@ impl<const D: usize> AddRmsNorm<D> {
                 y.as_mut_slice::<f32>().unwrap(),
             );
             let mut inv = vec![0.0f32; ys.len() / d.max(1)];
-            if let Some(rows) = CHUNK.checked_div(d) {
-                let rows = rows.max(1);
-                ys.par_chunks_mut(rows * d)
-                    .zip(xs.par_chunks(rows * d).zip(inv.par_chunks_mut(rows)))
-                    .for_each(|(y, (x, inv))| {
-                        let rows = y.chunks_exact_mut(d).zip(x.chunks_exact(d));
-                        for ((y, x), inv) in rows.zip(inv) {
-                            // y + x is x + y, bit for bit.
-                            *inv = simd::add_rms_norm_row(y, x, eps as f32);
-                        }
-                    });
-            }
+            // y + x is x + y, bit for bit.
+            for_each_row(ys, xs, &mut inv, d, |y, x, r| {
+                *r = simd::add_rms_norm_row(y, x, eps as f32)
+            });
             (
                 move |out: &FloatTensor<burn::Dispatch>| (out.clone(), inv),
                 y,
@@ -206,7 +218,7 @@ impl<const D: usize> Backward<burn::Dispatch, 2> for AddRmsNorm<D> {
     type State = (FloatTensor<burn::Dispatch>, Vec<f32>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (out, inv) = ops.state;
+        let (out, mut inv) = ops.state;
         let mut dh = inner_values::<D>(grads.consume::<burn::Dispatch>(&ops.node));
         // Moved out when the graph no longer holds it (no copy).
         let out = inner_values::<D>(out);
@@ -216,17 +228,9 @@ impl<const D: usize> Backward<burn::Dispatch, 2> for AddRmsNorm<D> {
             out.as_slice::<f32>().unwrap(),
         );
         let d = outs.len() / inv.len().max(1);
-        if let Some(rows) = CHUNK.checked_div(d) {
-            let rows = rows.max(1);
-            dhs.par_chunks_mut(rows * d)
-                .zip(outs.par_chunks(rows * d).zip(inv.par_chunks(rows)))
-                .for_each(|(dy, (out, inv))| {
-                    let rows = dy.chunks_exact_mut(d).zip(out.chunks_exact(d));
-                    for ((dy, out), &inv) in rows.zip(inv) {
-                        simd::rms_norm_backward_row(dy, out, inv);
-                    }
-                });
-        }
+        for_each_row(dhs, outs, &mut inv, d, |dy, out, r| {
+            simd::rms_norm_backward_row(dy, out, *r)
+        });
         let dh = inner_tensor::<D>(dh);
         let [px, py] = ops.parents;
         for (parent, grad) in [(px, dh.clone()), (py, dh)] {
