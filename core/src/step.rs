@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::halting::HaltingPolicy;
+use crate::model::fused;
 use crate::model::no_grad::NoGrad;
 use crate::model::{Net, NetConfig};
 use crate::schedule::{NetCalls, RecursionSchedule};
@@ -197,26 +198,9 @@ impl LoopedModel {
         ctx: &mut StepContext,
     ) -> (Carry, StepOutput) {
         let reset = carry.halted;
-        let [rows, positions, hidden] = carry.latents.z_h.dims();
-        let reset3 = reset
-            .clone()
-            .reshape([rows, 1, 1])
-            .expand([rows, positions, hidden]);
-        let init = |state: &Tensor<B, 1>| {
-            state
-                .clone()
-                .reshape([1, 1, hidden])
-                .expand([rows, positions, hidden])
-        };
         let mut latents = Latents {
-            z_h: carry
-                .latents
-                .z_h
-                .mask_where(reset3.clone(), init(&net.h_init.val())),
-            z_l: carry
-                .latents
-                .z_l
-                .mask_where(reset3, init(&net.l_init.val())),
+            z_h: fused::reset_rows(carry.latents.z_h, reset.clone(), net.h_init.val()),
+            z_l: fused::reset_rows(carry.latents.z_l, reset.clone(), net.l_init.val()),
         };
         let steps = carry.steps.mask_fill(reset.clone(), 0);
         let data = carry.current_data.replace_rows(&reset, batch);

@@ -22,6 +22,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -32,7 +33,9 @@ use burn::module::ParamId;
 
 use burn::tensor::module;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
-use burn::tensor::{activation, backend::Backend, DType, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{
+    activation, backend::Backend, Bool, DType, Int, Tensor, TensorData, TensorPrimitive,
+};
 use rayon::prelude::*;
 
 use crate::Device;
@@ -52,6 +55,36 @@ pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor
 
 /// Elements per parallel task: large enough that scheduling costs nothing.
 const CHUNK: usize = 1 << 14;
+
+/// A buffer of `len` values to be written in chunks on every core, each chunk
+/// through [`zeroed`]: the zeroing then happens in cache, on the core that writes
+/// the chunk next, and not in a memset over the whole buffer on one thread first.
+fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit values need no initialisation; the capacity is len.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `chunk` zeroed, as values.
+fn zeroed(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    for v in chunk.iter_mut() {
+        v.write(0.0);
+    }
+    // SAFETY: every value was just written, and MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// The values of a buffer from [`uninit`].
+///
+/// # Safety
+/// Every value was written (each chunk went through [`zeroed`]).
+unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: the same allocation, length and capacity, of a type with f32's
+    // layout, all values initialised (the caller's contract); `v` is not dropped.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
+}
 
 /// `silu(gate) * up`, SwiGLU's gated product.
 ///
@@ -89,15 +122,15 @@ impl<const D: usize> SiluMul<D> {
     /// `gate, up: [..., d]` (tracked f32 on the flex device, the same shape) -> same
     fn apply<B: Backend>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
         record::<_, _, _, 2, D, D>(SiluMul::<D>, [tracked(gate), tracked(up)], |[g, u]| {
-            let mut h = g.clone();
+            let shape = g.shape.clone();
             // unwrap: f32 (checked by `place`).
-            let (hs, us) = (
-                h.as_mut_slice::<f32>().unwrap(),
-                u.as_slice::<f32>().unwrap(),
-            );
-            hs.par_chunks_mut(CHUNK)
-                .zip(us.par_chunks(CHUNK))
-                .for_each(|(h, u)| simd::silu_mul(h, u));
+            let (gs, us) = (g.as_slice::<f32>().unwrap(), u.as_slice::<f32>().unwrap());
+            let mut h = uninit(gs.len());
+            h.par_chunks_mut(CHUNK)
+                .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK)))
+                .for_each(|(h, (g, u))| simd::silu_mul_to(g, u, zeroed(h)));
+            // SAFETY: the chunks zeroed (and then wrote) every value.
+            let h = TensorData::new(unsafe { assume_init(h) }, shape);
             (move |_: &_| (g, u), h)
         })
     }
@@ -112,13 +145,17 @@ impl<const D: usize> Backward<burn::Dispatch, 2> for SiluMul<D> {
         let shape = g.shape.clone();
         let mut dg = inner_values::<D>(grads.consume::<burn::Dispatch>(&ops.node));
         let dgs = dg.as_mut_slice::<f32>().unwrap();
-        let mut du = vec![0.0f32; dgs.len()];
+        let mut du = uninit(dgs.len());
         // unwrap: f32, as in the forward.
         let (gs, us) = (g.as_slice::<f32>().unwrap(), u.as_slice::<f32>().unwrap());
         dgs.par_chunks_mut(CHUNK)
             .zip(du.par_chunks_mut(CHUNK))
             .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK)))
-            .for_each(|((dh_to_dg, du), (g, u))| simd::silu_mul_backward(g, u, dh_to_dg, du));
+            .for_each(|((dh_to_dg, du), (g, u))| {
+                simd::silu_mul_backward(g, u, dh_to_dg, zeroed(du))
+            });
+        // SAFETY: the chunks zeroed (and then wrote) every value.
+        let du = unsafe { assume_init(du) };
         let [pg, pu] = ops.parents;
         for (parent, grad) in [(pg, dg), (pu, TensorData::new(du, shape))] {
             if let Some(node) = parent {
@@ -748,11 +785,13 @@ fn attention_host_values(
             // (b, position 0, h, 0): the head's first value.
             let head = b * seq * heads * d + h * d;
             let query = head + first * heads * d;
-            with_scratch(rows * seq, |scores| {
+            with_scratch(rows * seq + rows, |scratch| {
+                let (scores, inv) = scratch.split_at_mut(rows * seq);
                 // SAFETY: every pointer and stride stays inside its buffer: q/out rows
                 // `first..first + rows` and k/v rows `0..seq` of head h, d values each;
                 // `scores` holds rows x seq. Each task writes its own (rows, head) block
-                // of `out`, which no other task touches, and `out` outlives the loop.
+                // of `out`, which no other task touches, and `out` outlives the loop;
+                // it reads back and scales only what its GEMM just wrote.
                 unsafe {
                     // scores[i, j] = sum_c q[first + i, h, c] k[j, h, c]
                     gemm_into(
@@ -762,7 +801,10 @@ fn attention_host_values(
                         (k.as_ptr().add(head), 1, row),
                     );
                     for (i, r) in scores.chunks_exact_mut(seq).enumerate() {
-                        let row_stats = simd::softmax_row(r);
+                        // e[i, j] = exp(scores[i, j] - max_j scores[i, j]), and the
+                        // reciprocal of the row's sum.
+                        let row_stats = simd::exp_row(r);
+                        inv[i] = row_stats[1];
                         if let Some(stats) = &stats_ptr {
                             // This task's own rows of the stats (inside them, as asserted).
                             let at = stats.at(2 * ((b * heads + h) * seq + first + i));
@@ -770,13 +812,20 @@ fn attention_host_values(
                             *at.add(1) = row_stats[1];
                         }
                     }
-                    // out[first + i, h, :] = sum_j p[i, j] v[j, h, :]
+                    // out[first + i, h, :] = inv[i] sum_j e[i, j] v[j, h, :]
                     gemm_into(
                         [rows, seq, d],
                         (out_ptr.at(query), row),
                         (scores.as_ptr(), seq as isize, 1),
                         (v.as_ptr().add(head), row, 1),
                     );
+                    for (i, &inv) in inv.iter().enumerate() {
+                        let out =
+                            std::slice::from_raw_parts_mut(out_ptr.at(query + i * row as usize), d);
+                        for o in out {
+                            *o *= inv;
+                        }
+                    }
                 }
             });
         });
@@ -1267,6 +1316,54 @@ impl Backward<burn::Dispatch, 1> for HostRope {
     }
 }
 
+/// `z` with every position of the rows where `reset` holds set to `init`: the
+/// latents' reset when an episode starts, `z.mask_where(reset, init)` broadcast.
+/// On the host (untracked), a copy of `init` into the reset rows only, and nothing
+/// when no row is reset; burn-flex's masked select first copies mask and init out
+/// to z's shape, on one thread. Elsewhere that masked select.
+///
+/// # Shapes
+/// `z: [rows, positions, hidden]`, `reset: [rows]`, `init: [hidden]` -> z's shape
+pub fn reset_rows<B: Backend>(
+    z: Tensor<B, 3>,
+    reset: Tensor<B, 1, Bool>,
+    init: Tensor<B, 1>,
+) -> Tensor<B, 3> {
+    let [rows, positions, hidden] = z.dims();
+    if !(on_host(&z) && on_host(&init) && reset.dims() == [rows] && init.dims() == [hidden]) {
+        let reset = reset
+            .reshape([rows, 1, 1])
+            .expand([rows, positions, hidden]);
+        let init = init
+            .reshape([1, 1, hidden])
+            .expand([rows, positions, hidden]);
+        return z.mask_where(reset, init);
+    }
+    let reset: Vec<bool> = reset.into_data().iter::<bool>().collect();
+    if !reset.contains(&true) {
+        return z;
+    }
+    let device = z.device();
+    let mut values = z.into_data();
+    let init = init.into_data();
+    // unwrap: f32, checked by `on_host`.
+    let (row_values, init) = (
+        values.as_mut_slice::<f32>().unwrap(),
+        init.as_slice::<f32>().unwrap(),
+    );
+    let row_len = positions * hidden;
+    for (row, _) in row_values
+        .chunks_exact_mut(row_len)
+        .zip(&reset)
+        .filter(|(_, &reset)| reset)
+    {
+        for position in row.chunks_exact_mut(hidden) {
+            position.copy_from_slice(init);
+        }
+    }
+    Tensor::from_data(values, (&device, DType::F32))
+}
+
 /// `x` with its last two axes swapped, laid out row-major (the `mlp_t` mixer's
 /// transposes). On the host a blocked copy on every core. Under autodiff on the host,
 /// a 2-D transpose of `[batch * a, b]` (burn-flex's tiled copy) and a gather of its
@@ -1428,9 +1525,24 @@ mod simd {
         /// `g <- silu(g) * u = g / (1 + exp(-g)) * u`
         pub fn silu_mul(g: &mut [f32], u: &[f32]) {
             for (g, &u) in g.iter_mut().zip(u) {
-                *g = *g / (1.0 + exp(-*g)) * u;
+                *g = silu_times(*g, u);
             }
         }
+    }
+
+    per_instruction_set! {
+        /// `h <- silu(g) * u`, [`silu_mul`] into another buffer.
+        pub fn silu_mul_to(g: &[f32], u: &[f32], h: &mut [f32]) {
+            for (h, (&g, &u)) in h.iter_mut().zip(g.iter().zip(u)) {
+                *h = silu_times(g, u);
+            }
+        }
+    }
+
+    /// `silu(g) * u = g / (1 + exp(-g)) * u`
+    #[inline(always)]
+    fn silu_times(g: f32, u: f32) -> f32 {
+        g / (1.0 + exp(-g)) * u
     }
 
     per_instruction_set! {
@@ -1496,6 +1608,17 @@ mod simd {
                 *v *= inv;
             }
             [max, inv]
+        }
+    }
+
+    per_instruction_set! {
+        /// `x <- exp(x - max x)` over one row, the softmax before its division; gives
+        /// [`softmax_row`]'s `[max x, 1 / sum exp(x - max x)]`. Attention multiplies
+        /// these by v and divides the product's `d` values per row, not the `seq`
+        /// probabilities.
+        pub fn exp_row(x: &mut [f32]) -> [f32; 2] {
+            let (max, sum) = exp_minus_max_sum(x);
+            [max, 1.0 / sum]
         }
     }
 
@@ -1605,17 +1728,31 @@ mod simd {
     /// a NaN element, and a lane never holds NaN.
     #[inline(always)]
     fn row_max(x: &[f32]) -> f32 {
-        let mut lane_max = [f32::NEG_INFINITY; LANES];
-        let mut chunks = x.chunks_exact(LANES);
+        // Four vectors of lanes: a vector's comparisons wait on the last ones (a
+        // few cycles each), so one vector would run at a quarter of the loads' pace.
+        let mut lane_max = [f32::NEG_INFINITY; 4 * LANES];
+        let mut chunks = x.chunks_exact(4 * LANES);
         for c in &mut chunks {
+            for i in 0..4 * LANES {
+                lane_max[i] = if c[i] > lane_max[i] {
+                    c[i]
+                } else {
+                    lane_max[i]
+                };
+            }
+        }
+        let mut rest = chunks.remainder().chunks_exact(LANES);
+        for c in &mut rest {
             for i in 0..LANES {
-                if c[i] > lane_max[i] {
-                    lane_max[i] = c[i];
-                }
+                lane_max[i] = if c[i] > lane_max[i] {
+                    c[i]
+                } else {
+                    lane_max[i]
+                };
             }
         }
         let max = lane_max.into_iter().fold(f32::NEG_INFINITY, f32::max);
-        chunks.remainder().iter().fold(max, |m, &v| m.max(v))
+        rest.remainder().iter().fold(max, |m, &v| m.max(v))
     }
 
     /// The lanes summed in a fixed pairwise order: the same bits whatever the
@@ -1750,6 +1887,38 @@ pub(crate) mod tests {
                 activation::softmax(t(a), 1),
                 "softmax_last",
             );
+        }
+    }
+
+    /// The latents' reset on the host: the reset rows hold init at every position,
+    /// the others are unchanged, as burn's broadcast masked select gives.
+    #[test]
+    fn reset_rows_is_the_broadcast_masked_select() {
+        let device: Device = Default::default();
+        let [rows, positions, hidden] = [3, 4, 5];
+        let z = Tensor::<B, 1>::from_floats(
+            wave(rows * positions * hidden, 0.2, 2.0).as_slice(),
+            &device,
+        )
+        .reshape([rows, positions, hidden]);
+        let init = Tensor::<B, 1>::from_floats(wave(hidden, 1.1, 1.0).as_slice(), &device);
+        for flags in [
+            [true, false, true],
+            [false, false, false],
+            [true, true, true],
+        ] {
+            let reset = Tensor::<B, 1, Bool>::from_data(flags, &device);
+            assert!(on_host(&z) && on_host(&init));
+            let got = reset_rows(z.clone(), reset.clone(), init.clone());
+            let want = z.clone().mask_where(
+                reset
+                    .reshape([rows, 1, 1])
+                    .expand([rows, positions, hidden]),
+                init.clone()
+                    .reshape([1, 1, hidden])
+                    .expand([rows, positions, hidden]),
+            );
+            assert_eq!(got.into_data(), want.into_data(), "reset {flags:?}");
         }
     }
 

@@ -418,8 +418,21 @@ impl<B: Backend> ReasoningNet<B> {
         step: Option<Tensor<B, 1, Int>>,
     ) -> Tensor<B, 3> {
         let c = &self.config;
-        let [batch, _] = tokens.dims();
-        let mut emb = lookup(&self.embed_tokens, tokens);
+        let [batch, seq] = tokens.dims();
+        // DIS: one step vector added at every position, prefix included. At the
+        // tokens' positions it is summed in their lookup (one product, no broadcast
+        // add over every position).
+        let step = match (&self.timestep_embed, step) {
+            (Some(table), Some(step)) => Some((table, step.unsqueeze_dim::<2>(1))),
+            _ => None,
+        };
+        let mut emb = match &step {
+            Some((table, step)) => lookup_sum([
+                (&self.embed_tokens, tokens),
+                (*table, step.clone().expand([batch, seq])),
+            ]),
+            None => lookup_sum([(&self.embed_tokens, tokens)]),
+        };
         if let Some(puzzle) = puzzle {
             let prefix = c.prefix_len();
             let pad = prefix * c.hidden_size - c.puzzle_emb_ndim;
@@ -429,11 +442,11 @@ impl<B: Backend> ReasoningNet<B> {
             } else {
                 puzzle
             };
-            emb = Tensor::cat(vec![puzzle.reshape([batch, prefix, c.hidden_size]), emb], 1);
-        }
-        if let (Some(table), Some(step)) = (&self.timestep_embed, step) {
-            // DIS: one step vector added at every position, prefix included.
-            emb = emb + lookup(table, step.unsqueeze_dim(1));
+            let mut puzzle = puzzle.reshape([batch, prefix, c.hidden_size]);
+            if let Some((table, step)) = step {
+                puzzle = puzzle + lookup_sum([(table, step)]);
+            }
+            emb = Tensor::cat(vec![puzzle, emb], 1);
         }
         if let Some(pos) = &self.embed_pos {
             emb = (emb + pos.weight.val().unsqueeze::<3>()) * LEARNED_POS_SCALE;
@@ -488,20 +501,37 @@ impl<B: Backend> ReasoningNet<B> {
     }
 }
 
-/// Embedding lookup written as `one_hot(ids) @ table`: the same rows exactly, and
-/// a backward that is a matmul instead of a scatter-add, so the gradient does not
-/// depend on the order in which a GPU's atomics add up repeated ids (runs repeat
-/// bit for bit). The vocabularies here are small (12 for ARC), so the matmul
-/// costs nothing next to the network.
+/// Embedding lookups summed, `sum_i table_i[ids_i]`, written as one product
+/// `[one_hot(ids_1) | one_hot(ids_2) | ..] @ [table_1; table_2; ..]`: each row
+/// is its tables' rows exactly (one table) or their sum rounded once, as adding
+/// them would give. The backward is a matmul instead of a scatter-add, so the
+/// gradient does not depend on the order in which a GPU's atomics add up repeated
+/// ids (runs repeat bit for bit). The vocabularies here are small (12 for ARC),
+/// so the matmul costs nothing next to the network.
 ///
 /// # Shapes
-/// `ids: [batch, seq]` -> `[batch, seq, hidden]`
-fn lookup<B: Backend>(table: &Embedding<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-    let rows = table.weight.dims()[0];
-    let [batch, seq] = ids.dims();
+/// `ids_i: [batch, seq]` (all alike) -> `[batch, seq, hidden]`
+fn lookup_sum<B: Backend, const N: usize>(
+    lookups: [(&Embedding<B>, Tensor<B, 2, Int>); N],
+) -> Tensor<B, 3> {
+    let mut hots = Vec::with_capacity(N);
+    let mut tables = Vec::with_capacity(N);
+    for (table, ids) in lookups {
+        let rows = table.weight.dims()[0];
+        hots.push(ids.one_hot::<3>(rows).equal_elem(1));
+        tables.push(table.weight.val());
+    }
+    // One table as it is: a cat would add a node to the autodiff graph.
+    let (hot, table) = match (hots.len(), hots.pop(), tables.pop()) {
+        (1, Some(hot), Some(table)) => (hot, table),
+        (_, hot, table) => {
+            hots.extend(hot);
+            tables.extend(table);
+            (Tensor::cat(hots, 2), Tensor::cat(tables, 0))
+        }
+    };
     // A float one-hot made on the table's device (an int-to-float cast would
     // leave it off the autodiff graph's device kind).
-    let hot = ids.one_hot::<3>(rows).equal_elem(1);
-    let one_hot = Tensor::zeros([batch, seq, rows], &table.weight.device()).mask_fill(hot, 1.0);
-    layers::matmul_rows(one_hot, table.weight.val())
+    let one_hot = Tensor::zeros(hot.dims(), &table.device()).mask_fill(hot, 1.0);
+    layers::matmul_rows(one_hot, table)
 }
