@@ -547,12 +547,25 @@ fn weight_gradient(
         x.len() >= m * k && dy.len() >= m * c && first + c <= n,
         "weight_gradient: x holds m x k values, dy m x c, and the block lies inside n"
     );
-    let mut dw = match c == n {
-        // Every element is written by the GEMMs.
-        true => Vec::<f32>::with_capacity(k * n),
-        false => vec![0.0f32; k * n],
-    };
+    // Written once: the block's columns by the GEMMs below, the others (when the
+    // block is not all of w) zeroed first, rows on every core. A zeroed buffer
+    // was a memset of all k x n values on one thread.
+    let mut dw = Vec::<f32>::with_capacity(k * n);
     let dw_ptr = SharedOut(dw.as_mut_ptr());
+    if c < n {
+        (0..k)
+            .into_par_iter()
+            .with_min_len(MATMUL_ROWS)
+            .for_each(|row| {
+                let start = dw_ptr.at(row * n);
+                // SAFETY: row < k, so columns 0..first and first + c..n of this row
+                // lie inside dw's k x n capacity; no other task writes them.
+                unsafe {
+                    std::ptr::write_bytes(start, 0, first);
+                    std::ptr::write_bytes(start.add(first + c), 0, n - first - c);
+                }
+            });
+    }
     let blocks = rayon::current_num_threads()
         .min(c.div_ceil(MATMUL_ROWS))
         .max(1);
@@ -573,7 +586,8 @@ fn weight_gradient(
                 );
             }
         });
-    // SAFETY: with c == n the blocks wrote all k x n values; otherwise dw was zeroed.
+    // SAFETY: the GEMMs wrote columns first..first + c of every row, and the loop
+    // above zeroed the others.
     unsafe { dw.set_len(k * n) };
     dw
 }
