@@ -1744,26 +1744,21 @@ mod simd {
     fn row_max(x: &[f32]) -> f32 {
         // Four vectors of lanes: a vector's comparisons wait on the last ones (a
         // few cycles each), so one vector would run at a quarter of the loads' pace.
+        // Written as a select: an `if` that assigns compiled to masked stores.
+        #[inline(always)]
+        fn keep_max(lane_max: &mut [f32], c: &[f32]) {
+            for (m, &v) in lane_max.iter_mut().zip(c) {
+                *m = if v > *m { v } else { *m };
+            }
+        }
         let mut lane_max = [f32::NEG_INFINITY; 4 * LANES];
         let mut chunks = x.chunks_exact(4 * LANES);
         for c in &mut chunks {
-            for i in 0..4 * LANES {
-                lane_max[i] = if c[i] > lane_max[i] {
-                    c[i]
-                } else {
-                    lane_max[i]
-                };
-            }
+            keep_max(&mut lane_max, c);
         }
         let mut rest = chunks.remainder().chunks_exact(LANES);
         for c in &mut rest {
-            for i in 0..LANES {
-                lane_max[i] = if c[i] > lane_max[i] {
-                    c[i]
-                } else {
-                    lane_max[i]
-                };
-            }
+            keep_max(&mut lane_max[..LANES], c);
         }
         let max = lane_max.into_iter().fold(f32::NEG_INFINITY, f32::max);
         rest.remainder().iter().fold(max, |m, &v| m.max(v))

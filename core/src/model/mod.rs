@@ -522,9 +522,9 @@ fn lookup_sum<B: Backend, const N: usize>(
         tables.push(table.weight.val());
     }
     // One table as it is: a cat would add a node to the autodiff graph.
-    let (hot, table) = match (hots.len(), hots.pop(), tables.pop()) {
-        (1, Some(hot), Some(table)) => (hot, table),
-        (_, hot, table) => {
+    let (hot, table) = match (hots.pop(), tables.pop()) {
+        (Some(hot), Some(table)) if N == 1 => (hot, table),
+        (hot, table) => {
             hots.extend(hot);
             tables.extend(table);
             (Tensor::cat(hots, 2), Tensor::cat(tables, 0))
