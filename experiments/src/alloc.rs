@@ -19,6 +19,10 @@
 //! would fault once per page, slower than the memset. Zeroed buffers of other
 //! element types (`vec![0.0f32; n]`) are written after they are allocated, and
 //! there a fresh mapping would fault in every page: they stay with mimalloc.
+//!
+//! It also counts the bytes live on the heap and their peak, for
+//! `train.micro_batches = "auto"` ([`count_heap`]): mimalloc keeps freed pages, so the
+//! resident memory says little about what a step needs.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
@@ -38,6 +42,55 @@ const SLOTS: usize = 64;
 
 /// The global allocator of the `recursa` binary and its examples.
 pub struct Allocator;
+
+/// Bytes allocated and not yet freed, through [`Allocator`].
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The most [`LIVE`] has been since the last [`reset_peak`].
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts an allocation of `bytes`.
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    if live > PEAK.load(Ordering::Relaxed) {
+        PEAK.fetch_max(live, Ordering::Relaxed);
+    }
+}
+
+/// Counts a free of `bytes`.
+fn shrank(bytes: usize) {
+    LIVE.fetch_sub(bytes, Ordering::Relaxed);
+}
+
+fn live() -> u64 {
+    LIVE.load(Ordering::Relaxed) as u64
+}
+
+fn peak() -> u64 {
+    PEAK.load(Ordering::Relaxed) as u64
+}
+
+fn reset_peak() {
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Hands the heap's counts to `train.micro_batches = "auto"` if [`Allocator`] is this
+/// process's global allocator (a probe allocation shows whether it counts). Returns
+/// whether it is.
+pub fn count_heap() -> bool {
+    let before = LIVE.load(Ordering::Relaxed);
+    let probe = std::hint::black_box(vec![0u8; 1 << 20]);
+    let counted = LIVE.load(Ordering::Relaxed) >= before + (1 << 20);
+    drop(probe);
+    if counted {
+        recursa_core::train::memory::count_heap_with(recursa_core::train::memory::HeapCounter {
+            live,
+            peak,
+            reset_peak,
+        });
+    }
+    counted
+}
 
 static ZERO_PAGES: AtomicBool = AtomicBool::new(false);
 
@@ -158,7 +211,11 @@ fn forget(p: *mut u8) -> bool {
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { MiMalloc.alloc(layout) }
+        let p = unsafe { MiMalloc.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -167,6 +224,7 @@ unsafe impl GlobalAlloc for Allocator {
             let p = unsafe { map_zeroed(layout.size()) };
             if !p.is_null() {
                 if record(p) {
+                    grew(layout.size());
                     return p;
                 }
                 // SAFETY: p is the mapping just made for this size.
@@ -174,10 +232,15 @@ unsafe impl GlobalAlloc for Allocator {
             }
         }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { MiMalloc.alloc_zeroed(layout) }
+        let p = unsafe { MiMalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        shrank(layout.size());
         if large_bytes(layout) && forget(p) {
             // SAFETY: p is a live mapping of this layout's size (MAPPINGS).
             unsafe { unmap(p, layout.size()) };
@@ -199,6 +262,7 @@ unsafe impl GlobalAlloc for Allocator {
                 MiMalloc.alloc(Layout::from_size_align_unchecked(new_size, layout.align()))
             };
             if !moved.is_null() {
+                grew(new_size);
                 // SAFETY: both buffers hold at least the smaller size; they do not overlap.
                 unsafe {
                     ptr::copy_nonoverlapping(p, moved, layout.size().min(new_size));
@@ -208,7 +272,12 @@ unsafe impl GlobalAlloc for Allocator {
             return moved;
         }
         // SAFETY: p came from mimalloc.
-        unsafe { MiMalloc.realloc(p, layout, new_size) }
+        let moved = unsafe { MiMalloc.realloc(p, layout, new_size) };
+        if !moved.is_null() {
+            grew(new_size);
+            shrank(layout.size());
+        }
+        moved
     }
 }
 

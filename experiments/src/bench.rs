@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recursa_core::experiment::ExperimentConfig;
 use recursa_core::model::{layers::swiglu_intermediate, NetConfig};
+use recursa_core::train::config::MicroBatches;
 use recursa_core::train::data::{split_from_examples, HostBatch};
 use recursa_core::train::trainer::Trainer;
 use recursa_core::{Error, Result, B};
@@ -55,6 +56,8 @@ pub struct BenchResult {
     /// The process's peak resident memory (RSS) after training and evaluation, in
     /// bytes: what the side-by-side benchmark compares with the reference's.
     pub peak_rss_bytes: Option<u64>,
+    /// Micro-batches per training step (chosen at the first step for `auto`).
+    pub micro_batches: usize,
 }
 
 /// The process's peak resident set size so far, in bytes (`getrusage`); `None`
@@ -83,6 +86,7 @@ pub fn bench(
     dtype: &str,
     steps: usize,
     batch: Option<usize>,
+    micro_batches: Option<MicroBatches>,
     peak_tflops: Option<f64>,
 ) -> Result<BenchResult> {
     if steps == 0 {
@@ -96,6 +100,17 @@ pub fn bench(
         .ok_or_else(|| Error::config("train", "bench needs a [train] section"))?;
     if let Some(b) = batch {
         experiment_train.global_batch_size = b;
+    }
+    if let Some(m) = micro_batches {
+        experiment_train.micro_batches = m;
+    }
+    if let MicroBatches::Count(m) = experiment_train.micro_batches {
+        if !experiment_train.global_batch_size.is_multiple_of(m) {
+            return Err(Error::Usage(format!(
+                "bench: {m} micro-batches do not divide the batch of {} (--batch, --micro-batches)",
+                experiment_train.global_batch_size
+            )));
+        }
     }
     // The run's length only shapes the learning-rate schedule; paper configs give
     // it in epochs of a dataset the benchmark does not read.
@@ -188,6 +203,7 @@ pub fn bench(
         eval_flops_per_example,
         mfu: peak_tflops.map(|p| train_tflops / p),
         peak_rss_bytes: peak_rss_bytes(),
+        micro_batches: trainer.micro_batches(),
     })
 }
 

@@ -40,6 +40,7 @@ pub fn prepare_process() {
     // SAFETY: sets a plain integer option of the allocator.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     alloc::enable_zero_pages();
+    alloc::count_heap();
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(8 << 20)
         .build_global();

@@ -334,6 +334,16 @@ impl FitObserver for TrainProgress {
                 }
                 self.say(&s);
             }
+            Some("micro_batches") => {
+                let m = num("micro_batches");
+                self.say(&format!(
+                    "train.micro_batches = \"auto\": {m} micro-batches of {} rows ({:.1} MB per row; the step adds {:.0} of the {:.0} MB it may use)",
+                    num("rows") / m.max(1.0),
+                    num("bytes_per_row") / 1e6,
+                    num("need_bytes") / 1e6,
+                    num("budget_bytes") / 1e6
+                ));
+            }
             _ => {}
         }
     }

@@ -27,7 +27,7 @@ pub fn apply_overrides(text: &str, source: &str, overrides: &[String]) -> Result
 
 /// Fields a resumed run may take from the experiment file instead of its own
 /// config: how long it runs, how often it evaluates and saves, what it keeps.
-pub const RESUMABLE_CHANGES: [&str; 6] = [
+pub const RESUMABLE_CHANGES: [&str; 7] = [
     "train.steps",
     "train.epochs",
     "train.eval_interval",
@@ -36,6 +36,8 @@ pub const RESUMABLE_CHANGES: [&str; 6] = [
     // How the global batch is cut: with ranks x micro-batches unchanged (2 ranks of
     // 1 -> 1 process of 2) the resumed run is exact; the checkpoint refuses others.
     "train.micro_batches",
+    // What `micro_batches = "auto"` may fill; a resumed run keeps the saved count.
+    "train.auto_memory_mb",
 ];
 
 /// Every `a.b.c = value` leaf of a TOML table, by dotted key.

@@ -664,21 +664,42 @@ fn bench_runs_a_paper_config_without_its_dataset() {
         half["train_examples_per_s"].as_f64().unwrap() > 0.0,
         "{out}"
     );
+    // quick-flip, 8 rows, one step, with `more`.
+    let quick = |more: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--config",
+            "experiments/configs/quick-flip.toml",
+            "--batch",
+            "8",
+            "--steps",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(more);
+        recursa(&args)
+    };
     // Two CPU devices (data-parallel, evaluation rows cut between them).
-    let (code, out, err) = recursa(&[
-        "bench",
-        "--config",
-        "experiments/configs/quick-flip.toml",
-        "--batch",
-        "8",
-        "--steps",
-        "1",
-        "--backend",
-        "cpu,cpu",
-        "--json",
-    ]);
+    let (code, out, err) = quick(&["--backend", "cpu,cpu"]);
     assert_eq!(code, 0, "{err}");
     let two: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(two["backend"], "cpu,cpu");
     assert!(two["eval_examples_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    // Micro-batches: a count, or the fewest that fit (one, with the CPU's memory).
+    let micro = |m: &str| quick(&["--micro-batches", m]);
+    for (m, want) in [("4", 4), ("auto", 1)] {
+        let (code, out, err) = micro(m);
+        assert_eq!(code, 0, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["micro_batches"], want, "--micro-batches {m}: {out}");
+    }
+    let (code, _, err) = micro("3");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("3 micro-batches do not divide the batch of 8"),
+        "{err}"
+    );
+    let (code, _, err) = micro("some");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--micro-batches"), "{err}");
 }

@@ -280,6 +280,15 @@ fn faults_at_start_are_clear_errors() {
     assert!(err.contains("stepz"), "{err}");
     assert!(!run.exists(), "nothing written");
 
+    // `micro_batches = "auto"` chooses on one device: refused across processes.
+    let (code, _, err) = launch2(&run, &["--set", "train.micro_batches=auto"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("\"auto\" chooses the count on one device"),
+        "{err}"
+    );
+    assert!(!run.exists(), "nothing written");
+
     // One rank is a plain run.
     let solo = dir.join("solo");
     let mut args = vec!["launch", "--nproc", "1", "--coordinator", &at, "--"];

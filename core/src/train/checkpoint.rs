@@ -63,34 +63,46 @@ impl Serialize for KeepCheckpoints {
 
 impl<'de> Deserialize<'de> for KeepCheckpoints {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = KeepCheckpoints;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("\"all\" or a number of checkpoints (1 or more)")
-            }
-            fn visit_str<E: serde::de::Error>(
-                self,
-                v: &str,
-            ) -> std::result::Result<Self::Value, E> {
-                match v {
-                    "all" => Ok(KeepCheckpoints::All),
-                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
-                }
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
-                if v >= 1 {
-                    Ok(KeepCheckpoints::Newest(v as usize))
-                } else {
-                    Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self))
-                }
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
-                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+        let keep = count_or_keyword(d, "all", "\"all\" or a number of checkpoints (1 or more)")?;
+        Ok(keep.map_or(KeepCheckpoints::All, KeepCheckpoints::Newest))
+    }
+}
+
+/// A config value that is a count of 1 or more, or `keyword` (`None`):
+/// `keep_checkpoints` ("all") and `micro_batches` ("auto").
+pub(crate) fn count_or_keyword<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    keyword: &'static str,
+    expecting: &'static str,
+) -> std::result::Result<Option<usize>, D::Error> {
+    struct Visitor {
+        keyword: &'static str,
+        expecting: &'static str,
+    }
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            if v == self.keyword {
+                Ok(None)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
             }
         }
-        d.deserialize_any(Visitor)
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+            if v >= 1 {
+                Ok(Some(v as usize))
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+            self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+        }
     }
+    d.deserialize_any(Visitor { keyword, expecting })
 }
 
 /// Writes a checkpoint of `step` with `write(tmp_dir)`, publishes it, then removes

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::checkpoint::KeepCheckpoints;
+use crate::train::checkpoint::{count_or_keyword, KeepCheckpoints};
 use crate::train::loss::LossType;
 use crate::{Error, Result};
 
@@ -104,12 +104,82 @@ pub struct TrainConfig {
     pub init_from: Option<PathBuf>,
     /// Split each global batch into this many micro-batches whose gradients are
     /// summed before one optimizer step (each keeps its own carry). Default 1.
-    #[serde(default = "d_micro")]
-    pub micro_batches: usize,
+    /// `"auto"`: the fewest that fit in the device's free memory
+    /// ([`crate::train::memory`]), chosen at the first step.
+    #[serde(default)]
+    pub micro_batches: MicroBatches,
+    /// The memory in MB that `micro_batches = "auto"` may fill. Default: 90% of the
+    /// memory the device has free before the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_memory_mb: Option<f64>,
 }
 
-fn d_micro() -> usize {
-    1
+/// How each global batch is cut: a fixed count of micro-batches, or `"auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicroBatches {
+    /// This many micro-batches (1: the whole batch at once).
+    Count(usize),
+    /// The fewest that fit in free memory, measured at the first step.
+    Auto,
+}
+
+impl Default for MicroBatches {
+    fn default() -> Self {
+        MicroBatches::Count(1)
+    }
+}
+
+impl MicroBatches {
+    /// The fixed count; `None` for `"auto"`.
+    pub fn count(self) -> Option<usize> {
+        match self {
+            MicroBatches::Count(n) => Some(n),
+            MicroBatches::Auto => None,
+        }
+    }
+}
+
+impl std::str::FromStr for MicroBatches {
+    type Err = String;
+
+    /// `"auto"` or a count of 1 or more, as on a command line.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim_matches('"') {
+            "auto" => Ok(MicroBatches::Auto),
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(MicroBatches::Count(n)),
+                _ => Err(format!(
+                    "`{s}`: a number of micro-batches (1 or more) or auto"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for MicroBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            MicroBatches::Count(n) => write!(f, "{n}"),
+            MicroBatches::Auto => f.write_str("\"auto\""),
+        }
+    }
+}
+
+impl Serialize for MicroBatches {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            MicroBatches::Count(n) => s.serialize_u64(*n as u64),
+            MicroBatches::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MicroBatches {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let expecting = "a number of micro-batches (1 or more) or \"auto\"";
+        let count = count_or_keyword(d, "auto", expecting)?;
+        Ok(count.map_or(MicroBatches::Auto, MicroBatches::Count))
+    }
 }
 
 impl TrainConfig {
@@ -128,14 +198,33 @@ impl TrainConfig {
                 format!("{}: must be in 1..={}", self.global_batch_size, 1 << 24),
             );
         }
-        if self.micro_batches == 0 || !self.global_batch_size.is_multiple_of(self.micro_batches) {
-            return err(
-                "micro_batches",
-                format!(
-                    "{} does not divide global_batch_size {}",
-                    self.micro_batches, self.global_batch_size
-                ),
-            );
+        if let MicroBatches::Count(n) = self.micro_batches {
+            if n == 0 || !self.global_batch_size.is_multiple_of(n) {
+                return err(
+                    "micro_batches",
+                    format!(
+                        "{n} does not divide global_batch_size {}",
+                        self.global_batch_size
+                    ),
+                );
+            }
+        }
+        if let Some(mb) = self.auto_memory_mb {
+            if !(mb.is_finite() && mb > 0.0) {
+                return err(
+                    "auto_memory_mb",
+                    format!("{mb}: must be a finite number > 0"),
+                );
+            }
+            if self.micro_batches != MicroBatches::Auto {
+                return err(
+                    "auto_memory_mb",
+                    format!(
+                        "is read only with micro_batches = \"auto\" (this run has micro_batches = {})",
+                        self.micro_batches
+                    ),
+                );
+            }
         }
         let rates = [
             ("lr", self.lr, false),

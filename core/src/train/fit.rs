@@ -67,6 +67,18 @@ pub fn fit(
             .ok_or_else(|| Error::Other("the training sampler stopped".into()))?
             .map_err(data_error)?;
         let m = trainer.train_step(&next.batch)?;
+        if let Some(plan) = trainer.micro_batch_plan.take() {
+            let line = serde_json::json!({
+                "kind": "micro_batches", "step": trainer.step, "rows": next.batch.rows / trainer.world(),
+                "micro_batches": plan.micro_batches, "bytes_per_row": plan.per_row,
+                "need_bytes": plan.need, "budget_bytes": plan.budget,
+                "first_step_bytes": plan.first_step,
+            });
+            if let Some(log) = &mut log {
+                log.write(&line)?;
+            }
+            observer.record(&line);
+        }
         trainer.sampler = next.state_after;
         let step = trainer.step;
         if !(m.lm_loss.is_finite() && m.q_halt_loss.is_finite()) {

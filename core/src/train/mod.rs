@@ -8,6 +8,7 @@
 //! * [`trainer`]: one optimizer step (carry, step, loss, backward, updates), evaluation,
 //!   checkpoints and resume; [`fit`]: the loop around it; [`data_parallel`]: several
 //!   devices in one process; [`process_group`]: several processes (and machines).
+//! * [`memory`]: `micro_batches = "auto"`, the count from the device's free memory.
 //! * [`ema`], [`clip`]: weight averaging and gradient clipping.
 //! * [`trajectories`]: PTRM's noisy rollouts selected by the halting head, at evaluation.
 //! * [`observer`]: what the fit loop reports, and its logs ([`tensorboard`] events).
@@ -23,6 +24,7 @@ pub mod ema;
 pub mod fit;
 pub mod loss;
 pub mod lr;
+pub mod memory;
 pub mod observer;
 pub mod optimizer;
 pub mod pool;

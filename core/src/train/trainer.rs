@@ -22,7 +22,7 @@ use crate::state::Carry;
 use crate::step::{LatentNoise, LoopedModel, StepContext};
 use crate::train::checkpoint;
 use crate::train::clip::clip_global_norm;
-use crate::train::config::TrainConfig;
+use crate::train::config::{MicroBatches, TrainConfig};
 use crate::train::data::{
     data_error, device_batch, slice_rows, test_batches, HostBatch, PuzzleSplit, SamplerState,
 };
@@ -30,6 +30,7 @@ use crate::train::data_parallel::{Peer, Replica, Rollout, Worker};
 use crate::train::ema::ema_update;
 use crate::train::loss::{act_loss, LossType, Metrics};
 use crate::train::lr::LrSchedule;
+use crate::train::memory;
 use crate::train::optimizer::Dense;
 use crate::train::pool::on_pool;
 use crate::train::process_group::{pack_dir, unpack_dir, Pack, ProcessGroup, Unpack};
@@ -82,6 +83,8 @@ pub struct Trainer {
     /// Evaluate with K noisy trajectories per example selected by the halting head
     /// (PTRM, [`crate::train::trajectories`]); `None`: the plain rollout.
     pub eval_trajectories: Option<Trajectories>,
+    /// How `micro_batches = "auto"` chose its count, until the fit loop logs it.
+    pub micro_batch_plan: Option<memory::Plan>,
 }
 
 impl Trainer {
@@ -110,7 +113,8 @@ impl Trainer {
             min_ratio: config.lr_min_ratio,
         };
         Ok(Trainer {
-            carries: vec![None; config.micro_batches],
+            // `"auto"`: none until the first step chooses the count.
+            carries: vec![None; config.micro_batches.count().unwrap_or(0)],
             model,
             optim,
             ema,
@@ -124,6 +128,7 @@ impl Trainer {
             schedule,
             device: device.clone(),
             eval_trajectories: experiment.eval,
+            micro_batch_plan: None,
         })
     }
 
@@ -148,6 +153,9 @@ impl Trainer {
         let mut trainer = Trainer::new(&experiment, &devices[0])?;
         if world == 1 {
             return Ok(trainer);
+        }
+        if trainer.config.micro_batches == MicroBatches::Auto {
+            return Err(auto_alone());
         }
         // One group per process at a time: forget any earlier one.
         burn::collective::reset_collective::<B>();
@@ -176,16 +184,26 @@ impl Trainer {
                 "one device per process in a run across processes (a device list trains several devices in one process)".into(),
             ));
         }
-        if !global.is_multiple_of(world * self.config.micro_batches) {
+        if self.config.micro_batches == MicroBatches::Auto {
+            let err = auto_alone();
+            group.abort(&err.to_string());
+            return Err(err);
+        }
+        if !global.is_multiple_of(world * self.carries.len()) {
             let why = format!(
                 "{global} does not split evenly over {world} processes x {} micro-batches",
-                self.config.micro_batches
+                self.carries.len()
             );
             group.abort(&why);
             return Err(Error::config("train.global_batch_size", why));
         }
         self.group = Some(group);
         Ok(())
+    }
+
+    /// Micro-batches per step on this rank (0 while `"auto"` has not chosen).
+    pub fn micro_batches(&self) -> usize {
+        self.carries.len()
     }
 
     /// The group of processes this trainer is part of, if any.
@@ -259,6 +277,16 @@ impl Trainer {
     pub(crate) fn local_step(&mut self, batch: &HostBatch) -> Result<Metrics> {
         let device = self.model.net.h_init.val().device();
         self.step += 1;
+        let mut first_from = None;
+        if self.carries.is_empty() {
+            let count = self.auto_micro_batches(batch)?;
+            self.carries = vec![None; count];
+            // Where the live bytes are counted, the step's own peak checks the plan.
+            if memory::counts_live(&device) {
+                memory::start_peak(&device);
+                first_from = memory::reading(&device).map(|r| r.held);
+            }
+        }
         let micro = batch.rows / self.carries.len();
         let (rank, world) = self.rank_world();
         let scale = 1.0 / self.config.global_batch_size as f64;
@@ -334,7 +362,69 @@ impl Trainer {
         if let (Some(ema), Some(rate)) = (&mut self.ema, self.config.ema) {
             ema_update(ema, &self.model.net.clone().no_grad(), rate);
         }
+        if let (Some(from), Some(plan)) = (first_from, &mut self.micro_batch_plan) {
+            plan.first_step = memory::peak_held(&device).map(|peak| peak.saturating_sub(from));
+        }
         Ok(metrics)
+    }
+
+    /// `micro_batches = "auto"`: the fewest micro-batches of this rank's `batch`
+    /// that fit in the device's free memory, from two probes ([`memory`]).
+    fn auto_micro_batches(&mut self, batch: &HostBatch) -> Result<usize> {
+        let device = self.device.clone();
+        let unreported = || {
+            Error::config(
+                "train.micro_batches",
+                format!("\"auto\" needs the free memory of the device, which {device:?} does not report: give a count"),
+            )
+        };
+        let before = memory::reading(&device).ok_or_else(unreported)?;
+        let sizes = memory::probe_rows(batch.rows);
+        if memory::counts_live(&device) {
+            self.probe(batch, sizes[1])?;
+        }
+        let mut probes = [memory::Probe { rows: 0, peak: 0 }; 2];
+        for (probe, rows) in probes.iter_mut().zip(sizes) {
+            memory::start_peak(&device);
+            self.probe(batch, rows)?;
+            let peak = memory::peak_held(&device).ok_or_else(unreported)?;
+            *probe = memory::Probe { rows, peak };
+        }
+        let budget = match self.config.auto_memory_mb {
+            Some(mb) => (mb * 1e6) as u64,
+            None => before.free / 10 * 9,
+        };
+        // The first update adds the summed gradients, the optimizer's two moments
+        // and the EMA's copy of the weights, in float32.
+        let copies = 3 + u64::from(self.ema.is_some());
+        let extra = self.model.net.num_params() as u64 * 4 * copies;
+        let plan =
+            memory::choose(batch.rows, before.held, probes, extra, budget).map_err(|why| {
+                Error::config(
+                    "train.micro_batches",
+                    format!("\"auto\" on {} rows of {device:?}: {why}", batch.rows),
+                )
+            })?;
+        self.micro_batch_plan = Some(plan);
+        Ok(plan.micro_batches)
+    }
+
+    /// Forward and backward of the first `rows` rows of `batch` from fresh carries,
+    /// for the memory they take; nothing is kept or updated.
+    fn probe(&self, batch: &HostBatch, rows: usize) -> Result<()> {
+        let batch = device_batch(&slice_rows(batch, 0..rows), &self.device);
+        let carry = self.model.initial_carry(&batch);
+        let mut ctx = StepContext::train(self.seed).at_progress(self.progress());
+        let (carry, out) = self.model.step(carry, &batch, &mut ctx);
+        let loss = act_loss(&out, &carry, self.config.loss, |sc| {
+            self.model.halting.q_loss(&out, sc)
+        });
+        let grads = loss.total.backward();
+        // Wait for the device before its memory is read (the pool keeps the blocks).
+        <B as burn::tensor::backend::Backend>::sync(&self.device)
+            .map_err(|e| Error::Backend(format!("{e:?}")))?;
+        drop(grads);
+        Ok(())
     }
 
     /// Rolls every test example out for the policy's maximum steps (no gradient).
@@ -562,14 +652,11 @@ impl Trainer {
     /// Carries are saved per micro-batch of the global batch: a run resumes them
     /// when its ranks x micro-batches is the number saved (the same rows each).
     fn check_carries(&self, path: &Path) -> Result<()> {
-        let saved = std::fs::read_dir(path)
-            .map_err(|e| Error::io(path, e))?
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("carry-"))
-            .count();
+        let saved = saved_carries(path)?;
         let (_, world) = self.rank_world();
         let here = world * self.carries.len();
-        if saved > 0 && saved != here {
+        // `"auto"` not chosen yet takes the checkpoint's count ([`Self::resume_from`]).
+        if saved > 0 && saved != here && !self.carries.is_empty() {
             return Err(Error::Input(format!(
                 "{}: holds {saved} carries (ranks x train.micro_batches of the run that saved it); this run has {here} ({world} x {}): resume with ranks x train.micro_batches = {saved}",
                 path.display(),
@@ -587,6 +674,19 @@ impl Trainer {
         if let Some(ema) = &mut self.ema {
             crate::weights::load_net_file(ema, &path.join("ema.safetensors"))?;
         }
+        if self.carries.is_empty() {
+            // `micro_batches = "auto"` keeps the count it chose: one carry each
+            // (a run on one device).
+            let saved = saved_carries(path)?;
+            if saved > 0 && !self.config.global_batch_size.is_multiple_of(saved) {
+                return Err(Error::Input(format!(
+                    "{}: holds {saved} carries, which do not split train.global_batch_size {}",
+                    path.display(),
+                    self.config.global_batch_size
+                )));
+            }
+            self.carries = vec![None; saved];
+        }
         for m in 0..self.carries.len() {
             let carry_path = path.join(format!("carry-{}.safetensors", self.global_micro(m)));
             self.carries[m] = if carry_path.exists() {
@@ -602,6 +702,23 @@ impl Trainer {
         self.sampler = state.sampler;
         Ok(())
     }
+}
+
+/// The number of carries (`carry-M.safetensors`) in the checkpoint directory `path`.
+fn saved_carries(path: &Path) -> Result<usize> {
+    Ok(std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("carry-"))
+        .count())
+}
+
+/// `micro_batches = "auto"` on several devices or processes, refused.
+fn auto_alone() -> Error {
+    Error::config(
+        "train.micro_batches",
+        "\"auto\" chooses the count on one device (each device would choose its own): give a count for a run on several devices or processes",
+    )
 }
 
 /// Every rank's rollout of this round, in rank order, on rank 0 (none elsewhere).

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use recursa_core::experiment::ExperimentConfig;
+use recursa_core::train::config::MicroBatches;
 use recursa_core::Result;
 
 #[derive(clap::Args)]
@@ -26,6 +27,10 @@ pub struct BenchArgs {
     /// Float type of every tensor (bf16 and f16 are meant for GPU backends; the CPU runs them slowly)
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     pub dtype: String,
+    /// Micro-batches per step: a count, or auto (the fewest that fit in the device's
+    /// free memory; default: the experiment's train.micro_batches).
+    #[arg(long)]
+    pub micro_batches: Option<MicroBatches>,
     /// Print only the result as one JSON object (for scripts).
     #[arg(long)]
     pub json: bool,
@@ -40,6 +45,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         &args.dtype,
         args.steps,
         args.batch,
+        args.micro_batches,
         args.peak_tflops,
     )?;
     let json = serde_json::to_string(&r).expect("plain data");
@@ -62,6 +68,13 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         r.train_steps,
         r.train_examples_per_s_mean,
     );
+    if r.micro_batches > 1 {
+        println!(
+            "micro-batches: {} of {} rows per step",
+            r.micro_batches,
+            r.batch / r.micro_batches
+        );
+    }
     println!(
         "eval:  {:.1} examples/s (rollouts of the halting policy's maximum steps)",
         r.eval_examples_per_s

@@ -1,0 +1,317 @@
+//! `train.micro_batches = "auto"`: the fewest micro-batches whose step fits in the
+//! memory the device has free.
+//!
+//! A step's memory grows linearly with its rows: at its peak it holds
+//! `fixed + per_row * rows` more than before it. Two probes (forward and backward of
+//! the first `s1 < s2` rows of the first batch, nothing updated) give `per_row` from
+//! the difference of their peaks and `fixed` from the first. The count is the
+//! smallest divisor `m` of the rank's rows whose micro-batch, plus the optimizer
+//! state the first update allocates, fits the budget: 90% of the memory free before
+//! the probes, or `train.auto_memory_mb`.
+//!
+//! What the devices report:
+//! * CPU backends (`cpu`, `ndarray`): the bytes live on the heap and their peak, as
+//!   the global allocator counts them ([`count_heap_with`]; the `recursa` binary's
+//!   does), and free: the system's `MemAvailable` plus what the process holds beyond
+//!   its live bytes (freed pages its allocator keeps). Without a counting allocator,
+//!   the resident memory (`VmRSS`) and its peak (`VmHWM`, reset before each probe
+//!   through `/proc/self/clear_refs`), which freed pages the allocator keeps hide
+//!   from the probes. Linux only.
+//! * CUDA: the driver's free and total memory of the device (`cuMemGetInfo` on the
+//!   primary context, the one burn-cuda uses). burn's memory pool keeps the blocks a
+//!   step took, so the memory in use after a probe is its peak.
+//! * wgpu and libtorch report nothing: give `micro_batches` a count there.
+
+use std::sync::OnceLock;
+
+use crate::Device;
+
+/// The heap as the process's global allocator counts it.
+#[derive(Clone, Copy, Debug)]
+pub struct HeapCounter {
+    /// Bytes allocated and not freed.
+    pub live: fn() -> u64,
+    /// The most `live` has been since `reset_peak`.
+    pub peak: fn() -> u64,
+    /// Sets the peak to `live` now.
+    pub reset_peak: fn(),
+}
+
+static HEAP: OnceLock<HeapCounter> = OnceLock::new();
+
+/// Measures CPU devices by the heap's counts rather than the resident memory; the
+/// first call wins.
+pub fn count_heap_with(counter: HeapCounter) {
+    let _ = HEAP.set(counter);
+}
+
+/// A device's memory now, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryReading {
+    /// Held by this process (CPU) or in use on the device (CUDA).
+    pub held: u64,
+    /// What more could be taken.
+    pub free: u64,
+}
+
+/// The device's memory now, or `None` where it reports none.
+pub fn reading(device: &Device) -> Option<MemoryReading> {
+    match device {
+        Device::Flex(_) | Device::NdArray(_) => cpu::reading(),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => cuda::reading(d.index),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Whether [`peak_held`] counts the live bytes at the peak (CPU devices with a
+/// counting allocator), not blocks a pool or allocator keeps once taken. Where it
+/// does, a first probe that is not measured lets thread-local scratch buffers grow
+/// to their size first, which otherwise lands in whichever probe the thread
+/// timing picks; where it does not, that probe would hide the others' growth.
+pub fn counts_live(device: &Device) -> bool {
+    matches!(device, Device::Flex(_) | Device::NdArray(_)) && HEAP.get().is_some()
+}
+
+/// Starts a peak measurement: [`peak_held`] then reports the most held since.
+pub fn start_peak(device: &Device) {
+    if let Device::Flex(_) | Device::NdArray(_) = device {
+        cpu::reset_peak();
+    }
+}
+
+/// The most memory held since [`start_peak`] (CUDA: held now, which the pool keeps
+/// at its peak).
+pub fn peak_held(device: &Device) -> Option<u64> {
+    match device {
+        Device::Flex(_) | Device::NdArray(_) => cpu::peak(),
+        _ => reading(device).map(|r| r.held),
+    }
+}
+
+/// One probe: a forward and backward of `rows` rows, and the memory held at its peak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub rows: usize,
+    pub peak: u64,
+}
+
+/// The count chosen, and what it was chosen from (for the run's log).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan {
+    pub micro_batches: usize,
+    /// Bytes each row of a micro-batch adds at the step's peak.
+    pub per_row: u64,
+    /// Bytes the step adds at its peak with this count, optimizer state included.
+    pub need: u64,
+    /// Bytes it may add.
+    pub budget: u64,
+    /// Bytes the first step added at its peak, where [`counts_live`] (a check of `need`).
+    pub first_step: Option<u64>,
+}
+
+/// The two probe sizes for a rank's `rows`: the smallest divisors of `rows` from
+/// `rows / 32` and from twice that (equal only when `rows` is 1).
+pub fn probe_rows(rows: usize) -> [usize; 2] {
+    let divisor_from = |low: usize| {
+        (low.clamp(1, rows)..=rows)
+            .find(|d| rows.is_multiple_of(*d))
+            .unwrap_or(rows)
+    };
+    let s1 = divisor_from(rows / 32);
+    [s1, divisor_from(2 * s1)]
+}
+
+/// The fewest micro-batches of `rows` that fit `budget` bytes on top of `base` (held
+/// before the probes), given two probes of different sizes and `extra` bytes the
+/// first update adds. `Err` says why none fits.
+pub fn choose(
+    rows: usize,
+    base: u64,
+    probes: [Probe; 2],
+    extra: u64,
+    budget: u64,
+) -> Result<Plan, String> {
+    let [small, large] = probes;
+    let per_row = if large.rows > small.rows {
+        large.peak.saturating_sub(small.peak) / (large.rows - small.rows) as u64
+    } else {
+        0
+    };
+    let fixed = small
+        .peak
+        .saturating_sub(base)
+        .saturating_sub(per_row * small.rows as u64);
+    let need = |m: usize| fixed + per_row * (rows / m) as u64 + extra;
+    let mb = |b: u64| b as f64 / 1e6;
+    (1..=rows)
+        .filter(|m| rows.is_multiple_of(*m))
+        .find(|&m| need(m) <= budget)
+        .map(|m| Plan {
+            micro_batches: m,
+            per_row,
+            need: need(m),
+            budget,
+            first_step: None,
+        })
+        .ok_or_else(|| {
+            format!(
+                "one example per micro-batch needs {:.0} MB ({:.1} MB per example, {:.0} MB fixed), more than the {:.0} MB it may use",
+                mb(need(rows)),
+                mb(per_row),
+                mb(fixed + extra),
+                mb(budget)
+            )
+        })
+}
+
+mod cpu {
+    //! The process's memory from `/proc` (Linux).
+    use super::MemoryReading;
+
+    /// A `Name:   N kB` field of a `/proc` file, in bytes.
+    fn field(file: &str, name: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    pub fn reading() -> Option<MemoryReading> {
+        let resident = field("/proc/self/status", "VmRSS:")?;
+        let available = field("/proc/meminfo", "MemAvailable:")?;
+        Some(match super::HEAP.get() {
+            Some(heap) => {
+                let live = (heap.live)();
+                MemoryReading {
+                    held: live,
+                    free: available + resident.saturating_sub(live),
+                }
+            }
+            None => MemoryReading {
+                held: resident,
+                free: available,
+            },
+        })
+    }
+
+    /// Sets the peak to the memory held now.
+    pub fn reset_peak() {
+        match super::HEAP.get() {
+            Some(heap) => (heap.reset_peak)(),
+            // Where /proc/self/clear_refs is not writable the peak stays the
+            // process's peak so far, which only overstates a probe's (the count errs
+            // on the safe side).
+            None => {
+                let _ = std::fs::write("/proc/self/clear_refs", "5");
+            }
+        }
+    }
+
+    pub fn peak() -> Option<u64> {
+        match super::HEAP.get() {
+            Some(heap) => Some((heap.peak)()),
+            None => field("/proc/self/status", "VmHWM:"),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    //! The CUDA driver's free and total memory of a device.
+    use super::MemoryReading;
+
+    pub fn reading(index: usize) -> Option<MemoryReading> {
+        let context = cudarc::driver::CudaContext::new(index).ok()?;
+        let (free, total) = context.mem_get_info().ok()?;
+        Some(MemoryReading {
+            held: (total - free) as u64,
+            free: free as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: u64 = 1_000_000;
+
+    #[test]
+    fn probes_are_two_divisors_of_the_rows() {
+        assert_eq!(probe_rows(768), [24, 48]);
+        assert_eq!(probe_rows(16), [1, 2]);
+        assert_eq!(probe_rows(7), [1, 7]);
+        assert_eq!(probe_rows(1), [1, 1]);
+        assert_eq!(probe_rows(100), [4, 10]);
+    }
+
+    #[test]
+    fn the_count_is_the_fewest_that_fit() {
+        // 10 MB fixed, 2 MB per row; 64 rows.
+        let probes = [
+            Probe {
+                rows: 2,
+                peak: 1000 * MB + 10 * MB + 4 * MB,
+            },
+            Probe {
+                rows: 4,
+                peak: 1000 * MB + 10 * MB + 8 * MB,
+            },
+        ];
+        let plan = |budget| choose(64, 1000 * MB, probes, 6 * MB, budget);
+        // The whole batch: 10 + 128 + 6 = 144 MB.
+        assert_eq!(plan(144 * MB).unwrap().micro_batches, 1);
+        assert_eq!(plan(144 * MB).unwrap().per_row, 2 * MB);
+        // One MB short: halves (10 + 64 + 6 = 80 MB).
+        assert_eq!(plan(143 * MB).unwrap().micro_batches, 2);
+        assert_eq!(plan(143 * MB).unwrap().need, 80 * MB);
+        // 48 MB: 10 + 32 + 6 fits with 4 micro-batches of 16.
+        assert_eq!(plan(48 * MB).unwrap().micro_batches, 4);
+        // Not even one row.
+        let err = plan(17 * MB).unwrap_err();
+        assert!(
+            err.contains("18 MB") && err.contains("2.0 MB per example"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_count_divides_the_rows() {
+        let probes = [
+            Probe { rows: 1, peak: MB },
+            Probe {
+                rows: 2,
+                peak: 2 * MB,
+            },
+        ];
+        // 10 rows at 1 MB each: a budget of 4 MB takes micro-batches of 2 rows, not 4.
+        let plan = choose(10, 0, probes, 0, 4 * MB).unwrap();
+        assert_eq!((plan.micro_batches, plan.need), (5, 2 * MB));
+    }
+
+    #[test]
+    fn the_cpu_reports_its_memory_and_peak() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let device = Device::Flex(Default::default());
+        let before = reading(&device).expect("Linux has /proc");
+        assert!(before.held > 0 && before.free > 0);
+        start_peak(&device);
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
+        let peak = peak_held(&device).expect("Linux has /proc");
+        assert!(
+            peak >= before.held + (60 << 20),
+            "{peak} vs {}",
+            before.held
+        );
+        drop(block);
+    }
+}
