@@ -142,6 +142,16 @@ fn auto_micro_batches_train_as_the_count_they_choose() {
         out.contains("train.micro_batches") && out.contains("one example per micro-batch needs"),
         "{out}"
     );
+
+    // A budget with a fixed count is read by nothing, and the run says so.
+    let (code, out) = train(&dir.join("budget"), &["--set", "train.auto_memory_mb=100"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "warning: train.auto_memory_mb is read only with train.micro_batches = \"auto\""
+        ),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

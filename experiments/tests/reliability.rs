@@ -110,7 +110,7 @@ fn nonsense_values_are_refused_before_a_run_directory_exists() {
         ("train.epochs=-3.0", "train.epochs"),
         ("train.micro_batches=3", "train.micro_batches"),
         ("train.micro_batches=\"most\"", "train.micro_batches"),
-        ("train.auto_memory_mb=100", "train.auto_memory_mb"),
+        ("train.auto_memory_mb=-1.0", "train.auto_memory_mb"),
         ("halting.max_steps=0", "halting.max_steps"),
         ("halting.exploration=1.5", "halting.exploration"),
         ("schedule.h_cycles=0", "schedule.h_cycles"),

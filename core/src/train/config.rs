@@ -216,15 +216,6 @@ impl TrainConfig {
                     format!("{mb}: must be a finite number > 0"),
                 );
             }
-            if self.micro_batches != MicroBatches::Auto {
-                return err(
-                    "auto_memory_mb",
-                    format!(
-                        "is read only with micro_batches = \"auto\" (this run has micro_batches = {})",
-                        self.micro_batches
-                    ),
-                );
-            }
         }
         let rates = [
             ("lr", self.lr, false),
@@ -278,6 +269,12 @@ impl TrainConfig {
             out.push(format!(
                 "train.lr_warmup_steps = {} is longer than the run (train.steps = {}): the rate never reaches train.lr",
                 self.lr_warmup_steps, self.steps
+            ));
+        }
+        if self.auto_memory_mb.is_some() && self.micro_batches != MicroBatches::Auto {
+            out.push(format!(
+                "train.auto_memory_mb is read only with train.micro_batches = \"auto\" (this run has {})",
+                self.micro_batches
             ));
         }
         for (field, value) in [

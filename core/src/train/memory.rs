@@ -3,23 +3,27 @@
 //!
 //! A step's memory grows linearly with its rows: at its peak it holds
 //! `fixed + per_row * rows` more than before it. Two probes (forward and backward of
-//! the first `s1 < s2` rows of the first batch, nothing updated) give `per_row` from
-//! the difference of their peaks and `fixed` from the first. The count is the
-//! smallest divisor `m` of the rank's rows whose micro-batch, plus the optimizer
-//! state the first update allocates, fits the budget: 90% of the memory free before
-//! the probes, or `train.auto_memory_mb`.
+//! the first `s1 < s2` rows of the first batch at the deepest stage of a depth
+//! curriculum, nothing updated) give `per_row` from the difference of their peaks
+//! and `fixed` from the first. The count is the smallest divisor `m` of the rank's
+//! rows whose micro-batch fits the budget (90% of the memory free before the
+//! probes, or `train.auto_memory_mb`) together with the carries of the other
+//! micro-batches, which stay alive through the step, and the optimizer state the
+//! first update allocates.
 //!
 //! What the devices report:
 //! * CPU backends (`cpu`, `ndarray`): the bytes live on the heap and their peak, as
 //!   the global allocator counts them ([`count_heap_with`]; the `recursa` binary's
-//!   does), and free: the system's `MemAvailable` plus what the process holds beyond
-//!   its live bytes (freed pages its allocator keeps). Without a counting allocator,
-//!   the resident memory (`VmRSS`) and its peak (`VmHWM`, reset before each probe
-//!   through `/proc/self/clear_refs`), which freed pages the allocator keeps hide
-//!   from the probes. Linux only.
-//! * CUDA: the driver's free and total memory of the device (`cuMemGetInfo` on the
-//!   primary context, the one burn-cuda uses). burn's memory pool keeps the blocks a
-//!   step took, so the memory in use after a probe is its peak.
+//!   does), and free: the system's `MemAvailable` (or the cgroup's limit less its
+//!   usage, if lower) plus the anonymous memory the process holds beyond its live
+//!   bytes (freed pages its allocator keeps). Without a counting allocator, the
+//!   resident memory (`VmRSS`) and its peak (`VmHWM`, reset before each probe
+//!   through `/proc/self/clear_refs`), in which freed pages the allocator keeps
+//!   hide the probes' growth. Linux only.
+//! * CUDA: the bytes in use in burn-cuda's memory pool (cubecl's count, exact to the
+//!   allocation), and free: the driver's free memory (`cuMemGetInfo`) plus what the
+//!   pool holds unused. The pool tracks no peak, so each probe reads it at its
+//!   fullest points, after the forward and after the backward.
 //! * wgpu and libtorch report nothing: give `micro_batches` a count there.
 
 use std::sync::OnceLock;
@@ -48,7 +52,7 @@ pub fn count_heap_with(counter: HeapCounter) {
 /// A device's memory now, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryReading {
-    /// Held by this process (CPU) or in use on the device (CUDA).
+    /// Held by this process (CPU) or in use in the device's pool (CUDA).
     pub held: u64,
     /// What more could be taken.
     pub free: u64,
@@ -59,7 +63,7 @@ pub fn reading(device: &Device) -> Option<MemoryReading> {
     match device {
         Device::Flex(_) | Device::NdArray(_) => cpu::reading(),
         #[cfg(feature = "cuda")]
-        Device::Cuda(d) => cuda::reading(d.index),
+        Device::Cuda(d) => cuda::reading(d),
         #[allow(unreachable_patterns)]
         _ => None,
     }
@@ -81,12 +85,12 @@ pub fn start_peak(device: &Device) {
     }
 }
 
-/// The most memory held since [`start_peak`] (CUDA: held now, which the pool keeps
-/// at its peak).
+/// The most memory held since [`start_peak`], where the device tracks it (CPU);
+/// `None` elsewhere.
 pub fn peak_held(device: &Device) -> Option<u64> {
     match device {
         Device::Flex(_) | Device::NdArray(_) => cpu::peak(),
-        _ => reading(device).map(|r| r.held),
+        _ => None,
     }
 }
 
@@ -97,13 +101,25 @@ pub struct Probe {
     pub peak: u64,
 }
 
+/// What the probes measured, besides their peaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Costs {
+    /// Held before the probes.
+    pub base: u64,
+    /// Bytes of one row's carry (kept for every micro-batch through a step).
+    pub carry_per_row: u64,
+    /// Bytes the first update adds (summed gradients, optimizer moments, EMA).
+    pub optimizer: u64,
+}
+
 /// The count chosen, and what it was chosen from (for the run's log).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Plan {
     pub micro_batches: usize,
     /// Bytes each row of a micro-batch adds at the step's peak.
     pub per_row: u64,
-    /// Bytes the step adds at its peak with this count, optimizer state included.
+    /// Bytes the step adds at its peak with this count, optimizer state and the
+    /// other micro-batches' carries included.
     pub need: u64,
     /// Bytes it may add.
     pub budget: u64,
@@ -111,39 +127,37 @@ pub struct Plan {
     pub first_step: Option<u64>,
 }
 
-/// The two probe sizes for a rank's `rows`: the smallest divisors of `rows` from
-/// `rows / 32` and from twice that (equal only when `rows` is 1).
+/// The two probe sizes for a rank's `rows`: `rows / 32` (at least 1) and twice that
+/// (equal only when `rows` is 1). They need not divide `rows`.
 pub fn probe_rows(rows: usize) -> [usize; 2] {
-    let divisor_from = |low: usize| {
-        (low.clamp(1, rows)..=rows)
-            .find(|d| rows.is_multiple_of(*d))
-            .unwrap_or(rows)
-    };
-    let s1 = divisor_from(rows / 32);
-    [s1, divisor_from(2 * s1)]
+    let s1 = (rows / 32).clamp(1, rows.max(1));
+    [s1, (2 * s1).min(rows.max(1))]
 }
 
-/// The fewest micro-batches of `rows` that fit `budget` bytes on top of `base` (held
-/// before the probes), given two probes of different sizes and `extra` bytes the
-/// first update adds. `Err` says why none fits.
-pub fn choose(
-    rows: usize,
-    base: u64,
-    probes: [Probe; 2],
-    extra: u64,
-    budget: u64,
-) -> Result<Plan, String> {
+/// The fewest micro-batches of `rows` that fit `budget` bytes, given two probes
+/// and the other `costs`. `Err` says why none fits, or why the probes cannot tell.
+pub fn choose(rows: usize, probes: [Probe; 2], costs: Costs, budget: u64) -> Result<Plan, String> {
     let [small, large] = probes;
     let per_row = if large.rows > small.rows {
-        large.peak.saturating_sub(small.peak) / (large.rows - small.rows) as u64
+        let grew = large.peak.saturating_sub(small.peak);
+        if grew == 0 {
+            return Err(format!(
+                "probes of {} and {} rows took the same memory, so the device's figures cannot tell what a row takes",
+                small.rows, large.rows
+            ));
+        }
+        grew / (large.rows - small.rows) as u64
     } else {
         0
     };
     let fixed = small
         .peak
-        .saturating_sub(base)
+        .saturating_sub(costs.base)
         .saturating_sub(per_row * small.rows as u64);
-    let need = |m: usize| fixed + per_row * (rows / m) as u64 + extra;
+    let need = |m: usize| {
+        let micro = (rows / m) as u64;
+        fixed + per_row * micro + costs.carry_per_row * (rows as u64 - micro) + costs.optimizer
+    };
     let mb = |b: u64| b as f64 / 1e6;
     (1..=rows)
         .filter(|m| rows.is_multiple_of(*m))
@@ -160,7 +174,7 @@ pub fn choose(
                 "one example per micro-batch needs {:.0} MB ({:.1} MB per example, {:.0} MB fixed), more than the {:.0} MB it may use",
                 mb(need(rows)),
                 mb(per_row),
-                mb(fixed + extra),
+                mb(fixed + costs.optimizer),
                 mb(budget)
             )
         })
@@ -183,19 +197,37 @@ mod cpu {
         Some(kib * 1024)
     }
 
+    /// The cgroup's memory limit less its usage (v2, then v1), where it is set.
+    fn cgroup_room() -> Option<u64> {
+        let read =
+            |file: &str| -> Option<u64> { std::fs::read_to_string(file).ok()?.trim().parse().ok() };
+        [
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+            (
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+            ),
+        ]
+        .iter()
+        .find_map(|(limit, usage)| Some(read(limit)?.saturating_sub(read(usage)?)))
+    }
+
     pub fn reading() -> Option<MemoryReading> {
-        let resident = field("/proc/self/status", "VmRSS:")?;
-        let available = field("/proc/meminfo", "MemAvailable:")?;
+        let mut available = field("/proc/meminfo", "MemAvailable:")?;
+        if let Some(room) = cgroup_room() {
+            available = available.min(room);
+        }
         Some(match super::HEAP.get() {
             Some(heap) => {
                 let live = (heap.live)();
+                let anonymous = field("/proc/self/status", "RssAnon:").unwrap_or(0);
                 MemoryReading {
                     held: live,
-                    free: available + resident.saturating_sub(live),
+                    free: available + anonymous.saturating_sub(live),
                 }
             }
             None => MemoryReading {
-                held: resident,
+                held: field("/proc/self/status", "VmRSS:")?,
                 free: available,
             },
         })
@@ -224,15 +256,21 @@ mod cpu {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    //! The CUDA driver's free and total memory of a device.
+    //! burn-cuda's pool (cubecl's client) and the CUDA driver's free memory.
+    use cubecl::Runtime;
+
     use super::MemoryReading;
 
-    pub fn reading(index: usize) -> Option<MemoryReading> {
-        let context = cudarc::driver::CudaContext::new(index).ok()?;
-        let (free, total) = context.mem_get_info().ok()?;
+    pub fn reading(device: &cubecl::cuda::CudaDevice) -> Option<MemoryReading> {
+        let pool = cubecl::cuda::CudaRuntime::client(device)
+            .memory_usage()
+            .ok()?;
+        // The primary context, which burn-cuda uses too.
+        let context = cudarc::driver::CudaContext::new(device.index).ok()?;
+        let (free, _total) = context.mem_get_info().ok()?;
         Some(MemoryReading {
-            held: (total - free) as u64,
-            free: free as u64,
+            held: pool.bytes_in_use,
+            free: free as u64 + pool.bytes_reserved.saturating_sub(pool.bytes_in_use),
         })
     }
 }
@@ -244,12 +282,12 @@ mod tests {
     const MB: u64 = 1_000_000;
 
     #[test]
-    fn probes_are_two_divisors_of_the_rows() {
+    fn probes_are_a_32nd_and_a_16th_of_the_rows() {
         assert_eq!(probe_rows(768), [24, 48]);
         assert_eq!(probe_rows(16), [1, 2]);
-        assert_eq!(probe_rows(7), [1, 7]);
+        assert_eq!(probe_rows(134), [4, 8]);
+        assert_eq!(probe_rows(7), [1, 2]);
         assert_eq!(probe_rows(1), [1, 1]);
-        assert_eq!(probe_rows(100), [4, 10]);
     }
 
     #[test]
@@ -265,7 +303,12 @@ mod tests {
                 peak: 1000 * MB + 10 * MB + 8 * MB,
             },
         ];
-        let plan = |budget| choose(64, 1000 * MB, probes, 6 * MB, budget);
+        let costs = Costs {
+            base: 1000 * MB,
+            carry_per_row: 0,
+            optimizer: 6 * MB,
+        };
+        let plan = |budget| choose(64, probes, costs, budget);
         // The whole batch: 10 + 128 + 6 = 144 MB.
         assert_eq!(plan(144 * MB).unwrap().micro_batches, 1);
         assert_eq!(plan(144 * MB).unwrap().per_row, 2 * MB);
@@ -280,6 +323,26 @@ mod tests {
             err.contains("18 MB") && err.contains("2.0 MB per example"),
             "{err}"
         );
+        // The other micro-batches' carries, half a MB a row: 80 MB no longer
+        // takes halves (10 + 64 + 16 + 6 = 96 MB) but quarters (10 + 32 + 24 + 6).
+        let carries = Costs {
+            carry_per_row: MB / 2,
+            ..costs
+        };
+        let plan = choose(64, probes, carries, 80 * MB).unwrap();
+        assert_eq!((plan.micro_batches, plan.need), (4, 72 * MB));
+    }
+
+    #[test]
+    fn probes_that_took_the_same_memory_choose_nothing() {
+        let probe = |rows| Probe { rows, peak: 5 * MB };
+        let costs = Costs {
+            base: 0,
+            carry_per_row: 0,
+            optimizer: 0,
+        };
+        let err = choose(64, [probe(2), probe(4)], costs, 100 * MB).unwrap_err();
+        assert!(err.contains("took the same memory"), "{err}");
     }
 
     #[test]
@@ -292,7 +355,12 @@ mod tests {
             },
         ];
         // 10 rows at 1 MB each: a budget of 4 MB takes micro-batches of 2 rows, not 4.
-        let plan = choose(10, 0, probes, 0, 4 * MB).unwrap();
+        let costs = Costs {
+            base: 0,
+            carry_per_row: 0,
+            optimizer: 0,
+        };
+        let plan = choose(10, probes, costs, 4 * MB).unwrap();
         assert_eq!((plan.micro_batches, plan.need), (5, 2 * MB));
     }
 

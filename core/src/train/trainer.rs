@@ -184,7 +184,7 @@ impl Trainer {
                 "one device per process in a run across processes (a device list trains several devices in one process)".into(),
             ));
         }
-        if self.config.micro_batches == MicroBatches::Auto {
+        if world > 1 && self.config.micro_batches == MicroBatches::Auto {
             let err = auto_alone();
             group.abort(&err.to_string());
             return Err(err);
@@ -384,47 +384,67 @@ impl Trainer {
             self.probe(batch, sizes[1])?;
         }
         let mut probes = [memory::Probe { rows: 0, peak: 0 }; 2];
+        let mut carry_per_row = 0;
         for (probe, rows) in probes.iter_mut().zip(sizes) {
-            memory::start_peak(&device);
-            self.probe(batch, rows)?;
-            let peak = memory::peak_held(&device).ok_or_else(unreported)?;
+            let (peak, carry) = self.probe(batch, rows)?;
             *probe = memory::Probe { rows, peak };
+            carry_per_row = carry / rows as u64;
         }
         let budget = match self.config.auto_memory_mb {
             Some(mb) => (mb * 1e6) as u64,
             None => before.free / 10 * 9,
         };
-        // The first update adds the summed gradients, the optimizer's two moments
-        // and the EMA's copy of the weights, in float32.
+        // The first update adds the summed gradients and the optimizer's two moments
+        // of the trained weights, and the EMA's copy of them, in float32 (the
+        // puzzle table is a buffer: no dense gradient, no moments, shared by the EMA).
         let copies = 3 + u64::from(self.ema.is_some());
-        let extra = self.model.net.num_params() as u64 * 4 * copies;
-        let plan =
-            memory::choose(batch.rows, before.held, probes, extra, budget).map_err(|why| {
-                Error::config(
-                    "train.micro_batches",
-                    format!("\"auto\" on {} rows of {device:?}: {why}", batch.rows),
-                )
-            })?;
+        let costs = memory::Costs {
+            base: before.held,
+            carry_per_row,
+            optimizer: self.model.net.num_trainable_params() as u64 * 4 * copies,
+        };
+        let plan = memory::choose(batch.rows, probes, costs, budget).map_err(|why| {
+            Error::config(
+                "train.micro_batches",
+                format!("\"auto\" on {} rows of {device:?}: {why}", batch.rows),
+            )
+        })?;
         self.micro_batch_plan = Some(plan);
         Ok(plan.micro_batches)
     }
 
     /// Forward and backward of the first `rows` rows of `batch` from fresh carries,
-    /// for the memory they take; nothing is kept or updated.
-    fn probe(&self, batch: &HostBatch, rows: usize) -> Result<()> {
-        let batch = device_batch(&slice_rows(batch, 0..rows), &self.device);
+    /// at the deepest stage of a depth curriculum (progress 1), for the memory they
+    /// take: the most held meanwhile, and the bytes of the carry they leave.
+    /// Nothing is kept or updated.
+    fn probe(&self, batch: &HostBatch, rows: usize) -> Result<(u64, u64)> {
+        let device = &self.device;
+        let held = || -> Result<u64> {
+            // Wait for the device before its memory is read.
+            <B as burn::tensor::backend::Backend>::sync(device)
+                .map_err(|e| Error::Backend(format!("{e:?}")))?;
+            Ok(memory::reading(device).map_or(0, |r| r.held))
+        };
+        memory::start_peak(device);
+        let batch = device_batch(&slice_rows(batch, 0..rows), device);
         let carry = self.model.initial_carry(&batch);
-        let mut ctx = StepContext::train(self.seed).at_progress(self.progress());
+        let mut ctx = StepContext::train(self.seed).at_progress(1.0);
         let (carry, out) = self.model.step(carry, &batch, &mut ctx);
         let loss = act_loss(&out, &carry, self.config.loss, |sc| {
             self.model.halting.q_loss(&out, sc)
         });
+        // Where the device tracks no peak, the fullest points: the forward's
+        // activations, then the gradients.
+        let after_forward = held()?;
         let grads = loss.total.backward();
-        // Wait for the device before its memory is read (the pool keeps the blocks).
-        <B as burn::tensor::backend::Backend>::sync(&self.device)
-            .map_err(|e| Error::Backend(format!("{e:?}")))?;
+        let after_backward = held()?;
+        let peak = memory::peak_held(device)
+            .unwrap_or(0)
+            .max(after_forward)
+            .max(after_backward);
         drop(grads);
-        Ok(())
+        let carry_bytes = checkpoint::carry_bytes(&carry)?.len() as u64;
+        Ok((peak, carry_bytes))
     }
 
     /// Rolls every test example out for the policy's maximum steps (no gradient).
