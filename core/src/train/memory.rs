@@ -20,10 +20,12 @@
 //!   resident memory (`VmRSS`) and its peak (`VmHWM`, reset before each probe
 //!   through `/proc/self/clear_refs`), in which freed pages the allocator keeps
 //!   hide the probes' growth. Linux only.
-//! * CUDA: the bytes in use in burn-cuda's memory pool (cubecl's count, exact to the
-//!   allocation), and free: the driver's free memory (`cuMemGetInfo`) plus what the
-//!   pool holds unused. The pool tracks no peak, so each probe reads it at its
-//!   fullest points, after the forward and after the backward.
+//! * CUDA: the bytes in use in burn-cuda's memory pool with their padding (cubecl's
+//!   count for the calling thread's stream, the one its steps run on), and free:
+//!   the driver's free memory (`cuMemGetInfo`) plus what the pool holds unused. The
+//!   pool tracks no peak, so each probe reads it after the forward and after the
+//!   backward; the peak within the backward, where activations and gradients both
+//!   live, is not seen, and the budget's 10% margin has to cover it.
 //! * wgpu and libtorch report nothing: give `micro_batches` a count there.
 
 use std::sync::OnceLock;
@@ -197,24 +199,41 @@ mod cpu {
         Some(kib * 1024)
     }
 
-    /// The cgroup's memory limit less its usage (v2, then v1), where it is set.
-    fn cgroup_room() -> Option<u64> {
-        let read =
-            |file: &str| -> Option<u64> { std::fs::read_to_string(file).ok()?.trim().parse().ok() };
+    /// The cgroup's memory limit less its usage (v2, then v1), where a limit is
+    /// set: usage without the inactive page cache, which the kernel reclaims (as
+    /// `MemAvailable` counts it free).
+    pub(super) fn cgroup_room(root: &str) -> Option<u64> {
+        // v2's "max" (no limit) does not parse: no room to take from it.
+        let read = |file: String| -> Option<u64> {
+            std::fs::read_to_string(file).ok()?.trim().parse().ok()
+        };
+        let stat = |file: String, key: &str| -> u64 {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let mut lines = text.lines().map(|l| l.split(' '));
+            lines
+                .find_map(|mut l| (l.next() == Some(key)).then(|| l.next()?.parse().ok())?)
+                .unwrap_or(0)
+        };
         [
-            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+            ("", "memory.max", "memory.current", "inactive_file"),
             (
-                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                "memory/",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+                "total_inactive_file",
             ),
         ]
         .iter()
-        .find_map(|(limit, usage)| Some(read(limit)?.saturating_sub(read(usage)?)))
+        .find_map(|(dir, limit, usage, cache)| {
+            let used = read(format!("{root}/{dir}{usage}"))?
+                .saturating_sub(stat(format!("{root}/{dir}memory.stat"), cache));
+            Some(read(format!("{root}/{dir}{limit}"))?.saturating_sub(used))
+        })
     }
 
     pub fn reading() -> Option<MemoryReading> {
         let mut available = field("/proc/meminfo", "MemAvailable:")?;
-        if let Some(room) = cgroup_room() {
+        if let Some(room) = cgroup_room("/sys/fs/cgroup") {
             available = available.min(room);
         }
         Some(match super::HEAP.get() {
@@ -238,8 +257,8 @@ mod cpu {
         match super::HEAP.get() {
             Some(heap) => (heap.reset_peak)(),
             // Where /proc/self/clear_refs is not writable the peak stays the
-            // process's peak so far, which only overstates a probe's (the count errs
-            // on the safe side).
+            // process's peak so far: both probes may then report it, and
+            // `choose` refuses probes that took the same memory.
             None => {
                 let _ = std::fs::write("/proc/self/clear_refs", "5");
             }
@@ -268,9 +287,11 @@ mod cuda {
         // The primary context, which burn-cuda uses too.
         let context = cudarc::driver::CudaContext::new(device.index).ok()?;
         let (free, _total) = context.mem_get_info().ok()?;
+        // Padding is held as surely as the bytes it pads.
+        let held = pool.bytes_in_use + pool.bytes_padding;
         Some(MemoryReading {
-            held: pool.bytes_in_use,
-            free: free as u64 + pool.bytes_reserved.saturating_sub(pool.bytes_in_use),
+            held,
+            free: free as u64 + pool.bytes_reserved.saturating_sub(held),
         })
     }
 }
@@ -365,21 +386,31 @@ mod tests {
     }
 
     #[test]
-    fn the_cpu_reports_its_memory_and_peak() {
-        if !cfg!(target_os = "linux") {
-            return;
-        }
-        let device = Device::Flex(Default::default());
-        let before = reading(&device).expect("Linux has /proc");
-        assert!(before.held > 0 && before.free > 0);
-        start_peak(&device);
-        let block = std::hint::black_box(vec![1u8; 64 << 20]);
-        let peak = peak_held(&device).expect("Linux has /proc");
-        assert!(
-            peak >= before.held + (60 << 20),
-            "{peak} vs {}",
-            before.held
+    fn a_cgroup_limit_leaves_its_room_less_usage_without_inactive_cache() {
+        let dir = std::env::temp_dir().join(format!("recursa-cgroup-{}", std::process::id()));
+        let write = |file: &str, text: &str| {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        let root = dir.to_str().unwrap();
+        // No files: no limit.
+        assert_eq!(cpu::cgroup_room(root), None);
+        // v1: 1000 limit, 700 used of which 300 is inactive cache.
+        write("memory/memory.limit_in_bytes", "1000\n");
+        write("memory/memory.usage_in_bytes", "700\n");
+        write("memory/memory.stat", "cache 400\ntotal_inactive_file 300\n");
+        assert_eq!(cpu::cgroup_room(root), Some(600));
+        // v2 first; its "max" (no limit) falls back to v1's files where they exist.
+        write("memory.current", "500\n");
+        write(
+            "memory.stat",
+            "anon 100\ninactive_file 200\nactive_file 50\n",
         );
-        drop(block);
+        write("memory.max", "900\n");
+        assert_eq!(cpu::cgroup_room(root), Some(600));
+        write("memory.max", "max\n");
+        assert_eq!(cpu::cgroup_room(root), Some(600), "v1's figures");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -184,7 +184,7 @@ impl Trainer {
                 "one device per process in a run across processes (a device list trains several devices in one process)".into(),
             ));
         }
-        if world > 1 && self.config.micro_batches == MicroBatches::Auto {
+        if self.config.micro_batches == MicroBatches::Auto {
             let err = auto_alone();
             group.abort(&err.to_string());
             return Err(err);
@@ -231,12 +231,15 @@ impl Trainer {
         self.rank_world().1
     }
 
-    /// One device alone in this process and no other process: its steps run on a
-    /// pool thread with the pool's other threads spinning (see [`on_pool`]).
+    /// One CPU device alone in this process and no other process: its steps run on
+    /// a pool thread with the pool's other threads spinning (see [`on_pool`]).
     /// In-process replicas wait for each other, and a group's processes share the
-    /// machine's cores, so they stay where they are.
+    /// machine's cores, so they stay where they are. GPU steps stay on the calling
+    /// thread too: burn-cuda gives each thread its own stream and memory pool, so a
+    /// step on whichever pool thread is free would spread over several pools.
     fn alone(&self) -> bool {
-        self.replicas.is_empty() && self.peer.is_none() && self.group.is_none()
+        let cpu = matches!(self.device, Device::Flex(_) | Device::NdArray(_));
+        cpu && self.replicas.is_empty() && self.peer.is_none() && self.group.is_none()
     }
 
     /// One optimizer step on `batch`, the next global batch (on rank 0 of a
@@ -433,8 +436,9 @@ impl Trainer {
         let loss = act_loss(&out, &carry, self.config.loss, |sc| {
             self.model.halting.q_loss(&out, sc)
         });
-        // Where the device tracks no peak, the fullest points: the forward's
-        // activations, then the gradients.
+        // Where the device tracks no peak (CUDA), after the forward (its
+        // activations) and after the backward (the gradients): the peak within the
+        // backward, where both live, is not seen (docs/training.md).
         let after_forward = held()?;
         let grads = loss.total.backward();
         let after_backward = held()?;
