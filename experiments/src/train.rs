@@ -489,7 +489,9 @@ pub fn run_with(
                 String::new()
             }
         );
-    } else {
+    }
+    let created = !resume && !run_dir.exists();
+    if !resume {
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
         recursa_core::weights::write_atomic(&run_config, text.as_bytes())?;
     }
@@ -513,6 +515,18 @@ pub fn run_with(
         &mut progress,
     );
     progress.finish(trainer.step, trainer.config.steps);
+    if result.is_err() && !resume && !run_dir.join("checkpoints").exists() {
+        // A new run that stopped before its first checkpoint (a step that failed,
+        // `micro_batches = "auto"` finding no count that fits) could neither be
+        // resumed nor started again in its directory: it leaves nothing behind.
+        let _ = std::fs::remove_file(&run_config);
+        let _ = std::fs::remove_file(&log_path);
+        let _ = std::fs::remove_dir_all(run_dir.join("tensorboard"));
+        if created {
+            let _ = std::fs::remove_dir(&run_dir);
+        }
+        return result;
+    }
     // The curves so far, also after --until or a stop on a non-finite loss.
     crate::plot::curves_after_training(&run_dir);
     result

@@ -142,6 +142,10 @@ fn auto_micro_batches_train_as_the_count_they_choose() {
         out.contains("train.micro_batches") && out.contains("one example per micro-batch needs"),
         "{out}"
     );
+    assert!(!none.exists(), "the refused run left {}", none.display());
+    // So the same directory takes the run again.
+    let (code, out) = train(&none, &["--set", "train.micro_batches=\"auto\""]);
+    assert_eq!(code, 0, "{out}");
 
     // A budget with a fixed count is read by nothing, and the run says so.
     let (code, out) = train(&dir.join("budget"), &["--set", "train.auto_memory_mb=100"]);
