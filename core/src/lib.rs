@@ -52,3 +52,8 @@ pub type Inner = burn::Dispatch;
 /// A device of [`B`]: which backend, which card. Never an autodiff device:
 /// autodiff is in the type.
 pub type Device = burn::DispatchDevice;
+
+/// Whether `device` is one of the CPU backends (`cpu`, burn-flex; `ndarray`).
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(device, Device::Flex(_) | Device::NdArray(_))
+}

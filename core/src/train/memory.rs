@@ -30,7 +30,7 @@
 
 use std::sync::OnceLock;
 
-use crate::Device;
+use crate::{is_cpu, Device};
 
 /// The heap as the process's global allocator counts it.
 #[derive(Clone, Copy, Debug)]
@@ -62,11 +62,12 @@ pub struct MemoryReading {
 
 /// The device's memory now, or `None` where it reports none.
 pub fn reading(device: &Device) -> Option<MemoryReading> {
+    if is_cpu(device) {
+        return cpu::reading();
+    }
     match device {
-        Device::Flex(_) | Device::NdArray(_) => cpu::reading(),
         #[cfg(feature = "cuda")]
         Device::Cuda(d) => cuda::reading(d),
-        #[allow(unreachable_patterns)]
         _ => None,
     }
 }
@@ -77,12 +78,12 @@ pub fn reading(device: &Device) -> Option<MemoryReading> {
 /// to their size first, which otherwise lands in whichever probe the thread
 /// timing picks; where it does not, that probe would hide the others' growth.
 pub fn counts_live(device: &Device) -> bool {
-    matches!(device, Device::Flex(_) | Device::NdArray(_)) && HEAP.get().is_some()
+    is_cpu(device) && HEAP.get().is_some()
 }
 
 /// Starts a peak measurement: [`peak_held`] then reports the most held since.
 pub fn start_peak(device: &Device) {
-    if let Device::Flex(_) | Device::NdArray(_) = device {
+    if is_cpu(device) {
         cpu::reset_peak();
     }
 }
@@ -90,10 +91,7 @@ pub fn start_peak(device: &Device) {
 /// The most memory held since [`start_peak`], where the device tracks it (CPU);
 /// `None` elsewhere.
 pub fn peak_held(device: &Device) -> Option<u64> {
-    match device {
-        Device::Flex(_) | Device::NdArray(_) => cpu::peak(),
-        _ => None,
-    }
+    is_cpu(device).then(cpu::peak).flatten()
 }
 
 /// One probe: a forward and backward of `rows` rows, and the memory held at its peak.

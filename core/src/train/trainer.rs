@@ -238,8 +238,10 @@ impl Trainer {
     /// thread too: burn-cuda gives each thread its own stream and memory pool, so a
     /// step on whichever pool thread is free would spread over several pools.
     fn alone(&self) -> bool {
-        let cpu = matches!(self.device, Device::Flex(_) | Device::NdArray(_));
-        cpu && self.replicas.is_empty() && self.peer.is_none() && self.group.is_none()
+        crate::is_cpu(&self.device)
+            && self.replicas.is_empty()
+            && self.peer.is_none()
+            && self.group.is_none()
     }
 
     /// One optimizer step on `batch`, the next global batch (on rank 0 of a
