@@ -53,6 +53,13 @@ pub type Inner = burn::Dispatch;
 /// autodiff is in the type.
 pub type Device = burn::DispatchDevice;
 
+/// Waits until `device` has finished the work queued on it (before timing it or
+/// reading its memory).
+pub fn sync(device: &Device) -> Result<()> {
+    <B as burn::tensor::backend::Backend>::sync(device)
+        .map_err(|e| Error::Backend(format!("{e:?}")))
+}
+
 /// Whether `device` is one of the CPU backends (`cpu`, burn-flex; `ndarray`).
 pub fn is_cpu(device: &Device) -> bool {
     matches!(device, Device::Flex(_) | Device::NdArray(_))

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recursa_core::experiment::ExperimentConfig;
@@ -11,7 +10,7 @@ use recursa_core::model::{layers::swiglu_intermediate, NetConfig};
 use recursa_core::train::config::MicroBatches;
 use recursa_core::train::data::{split_from_examples, HostBatch};
 use recursa_core::train::trainer::Trainer;
-use recursa_core::{Error, Result, B};
+use recursa_core::{Error, Result};
 use serde::Serialize;
 
 /// Forward FLOPs of one network call (one level of blocks) for one example.
@@ -153,7 +152,7 @@ pub fn bench(
     for _ in 0..2 {
         trainer.train_step(&host)?;
     }
-    let sync = || B::sync(&device).map_err(|e| Error::Backend(format!("{e:?}")));
+    let sync = || recursa_core::sync(&device);
     sync()?;
     let mut train_step_seconds = Vec::with_capacity(steps);
     for _ in 0..steps {

@@ -18,7 +18,7 @@ use crate::experiment::ExperimentConfig;
 use crate::model::fused::FrozenWeights;
 use crate::model::no_grad::free_untracked;
 use crate::model::Net;
-use crate::state::Carry;
+use crate::state::{Batch, Carry, StepOutput};
 use crate::step::{LatentNoise, LoopedModel, StepContext};
 use crate::train::checkpoint;
 use crate::train::clip::clip_global_norm;
@@ -28,7 +28,7 @@ use crate::train::data::{
 };
 use crate::train::data_parallel::{Peer, Replica, Rollout, Worker};
 use crate::train::ema::ema_update;
-use crate::train::loss::{act_loss, LossType, Metrics};
+use crate::train::loss::{act_loss, LossType, Metrics, StepLoss};
 use crate::train::lr::LrSchedule;
 use crate::train::memory;
 use crate::train::optimizer::Dense;
@@ -311,10 +311,7 @@ impl Trainer {
             let stream = self.seed
                 ^ ((self.step * per_step + global_m) as u64).wrapping_mul(0x2545f4914f6cdd1d);
             let mut ctx = StepContext::train(stream).at_progress(self.progress());
-            let (carry, out) = self.model.step(carry, &batch, &mut ctx);
-            let loss = act_loss(&out, &carry, self.config.loss, |sc| {
-                self.model.halting.q_loss(&out, sc)
-            });
+            let (carry, out, loss) = self.step_with_loss(carry, &batch, &mut ctx);
             let grads = (loss.total * scale).backward();
             if let Some((rows, ids)) = &out.puzzle {
                 if let Some(g) = rows.grad(&grads) {
@@ -373,6 +370,21 @@ impl Trainer {
         Ok(metrics)
     }
 
+    /// One supervision step of `batch` from `carry`, and the ACT loss with the
+    /// halting policy's Q loss.
+    fn step_with_loss(
+        &self,
+        carry: Carry,
+        batch: &Batch,
+        ctx: &mut StepContext,
+    ) -> (Carry, StepOutput, StepLoss) {
+        let (carry, out) = self.model.step(carry, batch, ctx);
+        let loss = act_loss(&out, &carry, self.config.loss, |sc| {
+            self.model.halting.q_loss(&out, sc)
+        });
+        (carry, out, loss)
+    }
+
     /// `micro_batches = "auto"`: the fewest micro-batches of this rank's `batch`
     /// that fit in the device's free memory, from two probes ([`memory`]).
     fn auto_micro_batches(&mut self, batch: &HostBatch) -> Result<usize> {
@@ -425,19 +437,14 @@ impl Trainer {
     fn probe(&self, batch: &HostBatch, rows: usize) -> Result<(u64, u64)> {
         let device = &self.device;
         let held = || -> Result<u64> {
-            // Wait for the device before its memory is read.
-            <B as burn::tensor::backend::Backend>::sync(device)
-                .map_err(|e| Error::Backend(format!("{e:?}")))?;
+            crate::sync(device)?;
             Ok(memory::reading(device).map_or(0, |r| r.held))
         };
         memory::start_peak(device);
         let batch = device_batch(&slice_rows(batch, 0..rows), device);
         let carry = self.model.initial_carry(&batch);
         let mut ctx = StepContext::train(self.seed).at_progress(1.0);
-        let (carry, out) = self.model.step(carry, &batch, &mut ctx);
-        let loss = act_loss(&out, &carry, self.config.loss, |sc| {
-            self.model.halting.q_loss(&out, sc)
-        });
+        let (carry, _, loss) = self.step_with_loss(carry, &batch, &mut ctx);
         // Where the device tracks no peak (CUDA), after the forward (its
         // activations) and after the backward (the gradients): the peak within the
         // backward, where both live, is not seen (docs/training.md).
