@@ -602,19 +602,16 @@ fn a_missing_dataset_names_the_command_that_builds_it() {
 /// here) benchmarks without its data: the benchmark feeds random tokens.
 #[test]
 fn bench_runs_a_paper_config_without_its_dataset() {
-    let bench = |more: &[&str]| {
+    // One timed step of `config` (under experiments/configs) on `batch` rows, with `more`.
+    let bench_of = |config: &str, batch: &str, more: &[&str]| {
+        let config = format!("experiments/configs/{config}.toml");
         let mut args = vec![
-            "bench",
-            "--config",
-            "experiments/configs/dis-compact.toml",
-            "--batch",
-            "1",
-            "--steps",
-            "1",
+            "bench", "--config", &config, "--batch", batch, "--steps", "1",
         ];
         args.extend_from_slice(more);
         recursa(&args)
     };
+    let bench = |more: &[&str]| bench_of("dis-compact", "1", more);
     let (code, out, err) = bench(&["--dtype", "f32"]);
     assert_eq!(code, 0, "{err}");
     let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
@@ -664,21 +661,7 @@ fn bench_runs_a_paper_config_without_its_dataset() {
         half["train_examples_per_s"].as_f64().unwrap() > 0.0,
         "{out}"
     );
-    // quick-flip, 8 rows, one step, with `more`.
-    let quick = |more: &[&str]| {
-        let mut args = vec![
-            "bench",
-            "--config",
-            "experiments/configs/quick-flip.toml",
-            "--batch",
-            "8",
-            "--steps",
-            "1",
-            "--json",
-        ];
-        args.extend_from_slice(more);
-        recursa(&args)
-    };
+    let quick = |more: &[&str]| bench_of("quick-flip", "8", &[&["--json"], more].concat());
     // Two CPU devices (data-parallel, evaluation rows cut between them).
     let (code, out, err) = quick(&["--backend", "cpu,cpu"]);
     assert_eq!(code, 0, "{err}");
